@@ -1,0 +1,103 @@
+import Foundation
+
+/// Element types of tensors in checkpoint files (safetensors names).
+public enum DType: String, Sendable, CaseIterable {
+    case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
+
+    public var byteSize: Int {
+        switch self {
+        case .f64, .i64: return 8
+        case .f32, .i32: return 4
+        case .f16, .bf16, .i16: return 2
+        case .i8, .u8, .bool: return 1
+        }
+    }
+
+    public var isFloatingPoint: Bool { self == .f64 || self == .f32 || self == .f16 || self == .bf16 }
+
+    /// The name transformers writes in config.json (`torch_dtype` / `dtype`).
+    public var torchName: String {
+        switch self {
+        case .f64: return "float64"
+        case .f32: return "float32"
+        case .f16: return "float16"
+        case .bf16: return "bfloat16"
+        case .i64: return "int64"
+        case .i32: return "int32"
+        case .i16: return "int16"
+        case .i8: return "int8"
+        case .u8: return "uint8"
+        case .bool: return "bool"
+        }
+    }
+}
+
+// MARK: - Half-precision conversions
+
+/// bfloat16 → f32 is exact: the bf16 bits are the top half of the f32 bits.
+@inline(__always) public func bf16ToFloat(_ bits: UInt16) -> Float {
+    Float(bitPattern: UInt32(bits) << 16)
+}
+
+/// f32 → bfloat16 with round-to-nearest-even, NaN kept quiet (as PyTorch's `.to(torch.bfloat16)`).
+@inline(__always) public func floatToBF16(_ x: Float) -> UInt16 {
+    let bits = x.bitPattern
+    if x.isNaN { return UInt16(truncatingIfNeeded: (bits >> 16) | 0x40) }
+    let rounding = UInt32(0x7FFF) + ((bits >> 16) & 1)
+    return UInt16(truncatingIfNeeded: (bits &+ rounding) >> 16)
+}
+
+@inline(__always) public func f16ToFloat(_ bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
+@inline(__always) public func floatToF16(_ x: Float) -> UInt16 { Float16(x).bitPattern }
+
+/// Widens `count` elements of `dtype` at `src` to f32 at `dst`.
+public func widenToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, into dst: UnsafeMutablePointer<Float>) {
+    switch dtype {
+    case .f32:
+        dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
+    case .bf16:
+        let s = src.assumingMemoryBound(to: UInt16.self)
+        // Chunked so both cores share big tensors; tiny ones stay on this thread.
+        let chunk = 1 << 16
+        if count > 4 * chunk {
+            let n = (count + chunk - 1) / chunk
+            DispatchQueue.concurrentPerform(iterations: n) { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                for i in lo..<hi { dst[i] = Float(bitPattern: UInt32(s[i]) << 16) }
+            }
+        } else {
+            for i in 0..<count { dst[i] = Float(bitPattern: UInt32(s[i]) << 16) }
+        }
+    case .f16:
+        let s = src.assumingMemoryBound(to: Float16.self)
+        let chunk = 1 << 16
+        if count > 4 * chunk {
+            let n = (count + chunk - 1) / chunk
+            DispatchQueue.concurrentPerform(iterations: n) { c in
+                let lo = c * chunk, hi = min(count, lo + chunk)
+                for i in lo..<hi { dst[i] = Float(s[i]) }
+            }
+        } else {
+            for i in 0..<count { dst[i] = Float(s[i]) }
+        }
+    case .f64:
+        let s = src.assumingMemoryBound(to: Double.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    case .i64:
+        let s = src.assumingMemoryBound(to: Int64.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    case .i32:
+        let s = src.assumingMemoryBound(to: Int32.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    case .i16:
+        let s = src.assumingMemoryBound(to: Int16.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    case .i8:
+        let s = src.assumingMemoryBound(to: Int8.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    case .u8, .bool:
+        let s = src.assumingMemoryBound(to: UInt8.self)
+        for i in 0..<count { dst[i] = Float(s[i]) }
+    }
+}

@@ -1,0 +1,232 @@
+import Foundation
+
+/// Errors reading a model directory or config.json; each names the file and what was expected.
+public enum ModelError: Error, CustomStringConvertible {
+    case missingFile(path: String, what: String)
+    case invalidConfig(file: String, reason: String)
+    case unsupported(file: String, reason: String)
+    case missingWeight(name: String, files: String)
+    case shapeMismatch(name: String, expected: [Int], found: [Int], file: String)
+    case invalidInput(String)
+
+    public var description: String {
+        switch self {
+        case let .missingFile(p, w): return "\(p): not found (\(w))"
+        case let .invalidConfig(f, r): return "\(f): \(r)"
+        case let .unsupported(f, r): return "\(f): unsupported model: \(r)"
+        case let .missingWeight(n, f): return "weight '\(n)' not found in \(f)"
+        case let .shapeMismatch(n, e, fd, f): return "\(f): weight '\(n)' has shape \(fd), expected \(e)"
+        case let .invalidInput(s): return s
+        }
+    }
+}
+
+/// Model families. The differences are data (ARCHITECTURE.md "Family differences are data").
+public enum ModelFamily: String, Sendable {
+    case llama, mistral, qwen2, qwen3
+
+    /// Bias on q/k/v projections (Qwen2 always; Llama-style when `attention_bias` is set).
+    var defaultQKVBias: Bool { self == .qwen2 }
+    /// Per-head RMSNorm on q and k before RoPE.
+    var hasQKNorm: Bool { self == .qwen3 }
+}
+
+/// Llama 3.1 RoPE frequency scaling (`rope_type: llama3`).
+public struct Llama3RopeScaling: Sendable, Equatable {
+    public var factor: Double
+    public var lowFreqFactor: Double
+    public var highFreqFactor: Double
+    public var originalMaxPositionEmbeddings: Int
+}
+
+/// The subset of a Hugging Face config.json the engine uses, in either transformers 4 or 5 layout.
+public struct ModelConfig: Sendable {
+    public var family: ModelFamily
+    public var architecture: String
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var numLayers: Int
+    public var numHeads: Int
+    public var numKVHeads: Int
+    public var headDim: Int
+    public var vocabSize: Int
+    public var rmsNormEps: Float
+    public var ropeTheta: Double
+    public var ropeScaling: Llama3RopeScaling?
+    public var tieWordEmbeddings: Bool
+    public var qkvBias: Bool
+    public var maxPositionEmbeddings: Int
+    public var bosTokenId: Int?
+    public var eosTokenIds: [Int]
+    public var padTokenId: Int?
+    /// The stored dtype named in the config (`torch_dtype` or `dtype`), if any.
+    public var dtype: DType?
+    /// The raw JSON, kept so `merge` can write it back with only the dtype changed.
+    public var raw: [String: JSONValue]
+
+    public var qDim: Int { numHeads * headDim }
+    public var kvDim: Int { numKVHeads * headDim }
+    public var hasQKNorm: Bool { family.hasQKNorm }
+
+    public static func load(_ url: URL) throws -> ModelConfig {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw ModelError.missingFile(path: url.path, what: "config.json")
+        }
+        return try parse(data, file: url.path)
+    }
+
+    public static func parse(_ data: Data, file: String = "config.json") throws -> ModelConfig {
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch {
+            throw ModelError.invalidConfig(file: file, reason: "not valid JSON")
+        }
+        guard let obj = json.object else { throw ModelError.invalidConfig(file: file, reason: "config is not a JSON object") }
+
+        func int(_ key: String, default def: Int? = nil) throws -> Int {
+            if let v = obj[key], !v.isNull {
+                guard let i = v.int, i >= 0 else { throw ModelError.invalidConfig(file: file, reason: "'\(key)' must be a non-negative integer") }
+                return i
+            }
+            if let def { return def }
+            throw ModelError.invalidConfig(file: file, reason: "missing '\(key)'")
+        }
+        func double(_ key: String, in o: [String: JSONValue]? = nil) -> Double? { (o ?? obj)[key]?.double }
+
+        let archs = obj["architectures"]?.array?.compactMap(\.string) ?? []
+        let modelType = obj["model_type"]?.string
+        let known: [String: ModelFamily] = [
+            "LlamaForCausalLM": .llama, "MistralForCausalLM": .mistral,
+            "Qwen2ForCausalLM": .qwen2, "Qwen3ForCausalLM": .qwen3,
+        ]
+        var family: ModelFamily?
+        var architecture = archs.first ?? ""
+        for a in archs { if let f = known[a] { family = f; architecture = a; break } }
+        if family == nil, archs.isEmpty, let mt = modelType, let f = ModelFamily(rawValue: mt) {
+            family = f
+            architecture = f.rawValue
+        }
+        guard let family else {
+            let what = archs.isEmpty ? "model_type '\(modelType ?? "none")'" : "architectures \(archs)"
+            throw ModelError.unsupported(file: file, reason: "\(what); supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM")
+        }
+
+        let hidden = try int("hidden_size")
+        let heads = try int("num_attention_heads")
+        let kvHeads = try int("num_key_value_heads", default: heads)
+        guard heads > 0, hidden > 0 else { throw ModelError.invalidConfig(file: file, reason: "hidden_size and num_attention_heads must be positive") }
+        guard kvHeads > 0, heads % kvHeads == 0 else {
+            throw ModelError.invalidConfig(file: file, reason: "num_attention_heads (\(heads)) must be a multiple of num_key_value_heads (\(kvHeads))")
+        }
+        let headDim = try int("head_dim", default: hidden / heads)
+        guard headDim > 0, headDim % 2 == 0 else { throw ModelError.invalidConfig(file: file, reason: "head_dim \(headDim) must be positive and even for RoPE") }
+
+        if let act = obj["hidden_act"]?.string, act != "silu" {
+            throw ModelError.unsupported(file: file, reason: "hidden_act '\(act)' (only silu/SwiGLU)")
+        }
+        if obj["mlp_bias"]?.bool == true {
+            throw ModelError.unsupported(file: file, reason: "mlp_bias true")
+        }
+
+        // RoPE: transformers 4 (`rope_theta`, `rope_scaling`) or 5 (`rope_parameters`).
+        let ropeParams = obj["rope_parameters"]?.object
+        let ropeTheta = double("rope_theta") ?? ropeParams.flatMap { double("rope_theta", in: $0) } ?? 10000
+        var scaling: Llama3RopeScaling?
+        let scalingObj: [String: JSONValue]? = obj["rope_scaling"]?.object ?? ropeParams
+        if let s = scalingObj {
+            let type = s["rope_type"]?.string ?? s["type"]?.string ?? "default"
+            switch type {
+            case "default":
+                break
+            case "llama3":
+                guard let f = double("factor", in: s), let lo = double("low_freq_factor", in: s),
+                      let hi = double("high_freq_factor", in: s), let om = s["original_max_position_embeddings"]?.int
+                else { throw ModelError.invalidConfig(file: file, reason: "llama3 rope scaling needs factor, low_freq_factor, high_freq_factor, original_max_position_embeddings") }
+                scaling = Llama3RopeScaling(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: om)
+            default:
+                throw ModelError.unsupported(file: file, reason: "rope scaling type '\(type)' (supported: default, llama3)")
+            }
+        }
+
+        if family == .qwen2 || family == .qwen3, obj["use_sliding_window"]?.bool == true {
+            throw ModelError.unsupported(file: file, reason: "use_sliding_window true")
+        }
+
+        func ids(_ key: String) -> [Int] {
+            if let v = obj[key] {
+                if let i = v.int { return [i] }
+                if let a = v.array { return a.compactMap(\.int) }
+            }
+            return []
+        }
+        let dtypeName = obj["torch_dtype"]?.string ?? obj["dtype"]?.string
+        let dtype: DType? = dtypeName.flatMap { n in DType.allCases.first { $0.torchName == n } }
+        let qkvBias = family.defaultQKVBias || (obj["attention_bias"]?.bool ?? false)
+
+        return ModelConfig(
+            family: family, architecture: architecture,
+            hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
+            numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kvHeads, headDim: headDim,
+            vocabSize: try int("vocab_size"),
+            rmsNormEps: Float(double("rms_norm_eps") ?? 1e-6),
+            ropeTheta: ropeTheta, ropeScaling: scaling,
+            tieWordEmbeddings: obj["tie_word_embeddings"]?.bool ?? false,
+            qkvBias: qkvBias,
+            maxPositionEmbeddings: try int("max_position_embeddings", default: 4096),
+            bosTokenId: ids("bos_token_id").first, eosTokenIds: ids("eos_token_id"),
+            padTokenId: ids("pad_token_id").first, dtype: dtype, raw: obj)
+    }
+
+    // MARK: - Parameter names and counts
+
+    /// The seven adaptable projections of a layer, in the order they run.
+    public static let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+    /// Full weight name of a projection in layer `l`.
+    public static func weightName(layer l: Int, projection p: String) -> String {
+        switch p {
+        case "q_proj", "k_proj", "v_proj", "o_proj": return "model.layers.\(l).self_attn.\(p).weight"
+        default: return "model.layers.\(l).mlp.\(p).weight"
+        }
+    }
+
+    /// `[out, in]` of a projection.
+    public func projectionShape(_ p: String) -> (out: Int, in: Int) {
+        switch p {
+        case "q_proj": return (qDim, hiddenSize)
+        case "k_proj", "v_proj": return (kvDim, hiddenSize)
+        case "o_proj": return (hiddenSize, qDim)
+        case "gate_proj", "up_proj": return (intermediateSize, hiddenSize)
+        case "down_proj": return (hiddenSize, intermediateSize)
+        default: preconditionFailure("unknown projection \(p)")
+        }
+    }
+
+    /// Every base tensor name with its expected shape (what a checkpoint must contain).
+    public func expectedTensors() -> [(name: String, shape: [Int])] {
+        var out: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, hiddenSize])]
+        for l in 0..<numLayers {
+            let p = "model.layers.\(l)."
+            out.append((p + "input_layernorm.weight", [hiddenSize]))
+            for proj in Self.projections {
+                let s = projectionShape(proj)
+                out.append((Self.weightName(layer: l, projection: proj), [s.out, s.in]))
+            }
+            if qkvBias {
+                out.append((p + "self_attn.q_proj.bias", [qDim]))
+                out.append((p + "self_attn.k_proj.bias", [kvDim]))
+                out.append((p + "self_attn.v_proj.bias", [kvDim]))
+            }
+            if hasQKNorm {
+                out.append((p + "self_attn.q_norm.weight", [headDim]))
+                out.append((p + "self_attn.k_norm.weight", [headDim]))
+            }
+            out.append((p + "post_attention_layernorm.weight", [hiddenSize]))
+        }
+        out.append(("model.norm.weight", [hiddenSize]))
+        if !tieWordEmbeddings { out.append(("lm_head.weight", [vocabSize, hiddenSize])) }
+        return out
+    }
+
+    /// Total parameters, from the config alone.
+    public var parameterCount: Int { expectedTensors().reduce(0) { $0 + $1.shape.reduce(1, *) } }
+}

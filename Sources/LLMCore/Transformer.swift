@@ -1,0 +1,340 @@
+import Foundation
+
+// MARK: - Inputs
+
+/// A batch of token rows for a full-sequence forward (training, `logits`, loss evaluation).
+public struct ModelInput: Sendable {
+    public let batch: Int
+    public let seqLen: Int
+    /// `[B·T]` token ids.
+    public let tokens: [Int32]
+    /// `[B·T]` RoPE positions (0..<T per row by default; restart per packed example).
+    public let positions: [Int32]
+    public let mask: AttentionMask
+
+    /// `attentionMask` `[B·T]` (1 = real token), `positions` `[B·T]`, `segments` `[B·T]` packed example ids.
+    public init(batch: Int, seqLen: Int, tokens: [Int], attentionMask: [Int]? = nil,
+                positions: [Int]? = nil, segments: [Int]? = nil) {
+        precondition(tokens.count == batch * seqLen, "ModelInput: \(tokens.count) tokens for [\(batch), \(seqLen)]")
+        self.batch = batch
+        self.seqLen = seqLen
+        self.tokens = tokens.map { Int32(truncatingIfNeeded: $0) }
+        self.positions = positions.map { $0.map { Int32($0) } } ?? (0..<batch).flatMap { _ in (0..<seqLen).map { Int32($0) } }
+        mask = AttentionMask(batch: batch, seqLen: seqLen,
+                             padding: attentionMask.map { $0.map { $0 != 0 ? 1 : 0 } },
+                             segments: segments.map { $0.map { Int32($0) } })
+    }
+
+    public var rows: Int { batch * seqLen }
+}
+
+// MARK: - Activation arena
+
+/// Per-layer saved activations of one forward pass (`N = B·T` rows).
+final class LayerActivations {
+    let rstd1, h1, q, k, v, probs, att, xMid, rstd2, h2, gate, up, act: FloatBuffer
+    let qPre, kPre, rstdQ, rstdK: FloatBuffer?
+
+    init(_ c: ModelConfig, batch: Int, seqLen: Int) {
+        let n = batch * seqLen
+        rstd1 = FloatBuffer(count: n); h1 = FloatBuffer(count: n * c.hiddenSize)
+        q = FloatBuffer(count: n * c.qDim); k = FloatBuffer(count: n * c.kvDim); v = FloatBuffer(count: n * c.kvDim)
+        probs = FloatBuffer(count: batch * c.numHeads * seqLen * seqLen)
+        att = FloatBuffer(count: n * c.qDim); xMid = FloatBuffer(count: n * c.hiddenSize)
+        rstd2 = FloatBuffer(count: n); h2 = FloatBuffer(count: n * c.hiddenSize)
+        gate = FloatBuffer(count: n * c.intermediateSize); up = FloatBuffer(count: n * c.intermediateSize)
+        act = FloatBuffer(count: n * c.intermediateSize)
+        if c.hasQKNorm {
+            qPre = FloatBuffer(count: n * c.qDim); kPre = FloatBuffer(count: n * c.kvDim)
+            rstdQ = FloatBuffer(count: n * c.numHeads); rstdK = FloatBuffer(count: n * c.numKVHeads)
+        } else {
+            qPre = nil; kPre = nil; rstdQ = nil; rstdK = nil
+        }
+    }
+}
+
+/// The one arena of a step: every activation the backward pass needs, plus its scratch.
+/// Allocated once per (batch, seqLen, checkpointing) and reused across steps.
+public final class Activations {
+    public let batch, seqLen: Int
+    public let checkpointing: Bool
+    /// Residual stream at each layer boundary: `residuals[l]` is layer l's input, `[N, C]`.
+    let residuals: [FloatBuffer]
+    let layers: [LayerActivations]
+    let rstdF, hF: FloatBuffer
+    /// `[N, V]` logits; after `lossAndGradient` it holds the logits' gradient.
+    public let logits: FloatBuffer
+    let cos, sin: FloatBuffer
+    // Backward scratch.
+    let dResid, dH, dQ, dK, dV, dAtt, dGate, dUp, dAct: FloatBuffer
+
+    public init(config c: ModelConfig, batch: Int, seqLen: Int, checkpointing: Bool = false) {
+        self.batch = batch; self.seqLen = seqLen; self.checkpointing = checkpointing
+        let n = batch * seqLen
+        residuals = (0...c.numLayers).map { _ in FloatBuffer(count: n * c.hiddenSize) }
+        layers = (0..<(checkpointing ? 1 : c.numLayers)).map { _ in LayerActivations(c, batch: batch, seqLen: seqLen) }
+        rstdF = FloatBuffer(count: n); hF = FloatBuffer(count: n * c.hiddenSize)
+        logits = FloatBuffer(count: n * c.vocabSize)
+        cos = FloatBuffer(count: n * c.headDim / 2); sin = FloatBuffer(count: n * c.headDim / 2)
+        dResid = FloatBuffer(count: n * c.hiddenSize); dH = FloatBuffer(count: n * c.hiddenSize)
+        dQ = FloatBuffer(count: n * c.qDim); dK = FloatBuffer(count: n * c.kvDim); dV = FloatBuffer(count: n * c.kvDim)
+        dAtt = FloatBuffer(count: n * c.qDim)
+        dGate = FloatBuffer(count: n * c.intermediateSize); dUp = FloatBuffer(count: n * c.intermediateSize)
+        dAct = FloatBuffer(count: n * c.intermediateSize)
+    }
+
+    func layer(_ l: Int) -> LayerActivations { checkpointing ? layers[0] : layers[l] }
+
+    /// Bytes held by the arena.
+    public var byteCount: Int {
+        var total = residuals.reduce(0) { $0 + $1.count } + rstdF.count + hF.count + logits.count + cos.count + sin.count
+        total += [dResid, dH, dQ, dK, dV, dAtt, dGate, dUp, dAct].reduce(0) { $0 + $1.count }
+        for a in layers {
+            total += [a.rstd1, a.h1, a.q, a.k, a.v, a.probs, a.att, a.xMid, a.rstd2, a.h2, a.gate, a.up, a.act].reduce(0) { $0 + $1.count }
+            total += [a.qPre, a.kPre, a.rstdQ, a.rstdK].compactMap { $0 }.reduce(0) { $0 + $1.count }
+        }
+        return total * 4
+    }
+}
+
+// MARK: - The model
+
+/// A decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3 as data) with hand-written
+/// forward and backward passes. Base weights are frozen; gradients flow only to adapters.
+public final class TransformerModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    /// Adapters applied in `linear`, keyed by base weight name.
+    public var adapters: AdapterProvider?
+    let invFreq: [Double]
+
+    // f32 widening scratch for non-f32 base weights: one buffer per projection kind,
+    // tagged with the layer currently widened into it.
+    private var scratch: [String: (layer: Int, buffer: FloatBuffer)] = [:]
+    private var lmScratch: FloatBuffer?
+    private static let lmChunkRows = 8192
+    /// Scratch for cached (generation) forwards.
+    lazy var workspace = InferenceWorkspace()
+
+    public init(weights: ModelWeights, adapters: AdapterProvider? = nil) {
+        self.config = weights.config
+        self.weights = weights
+        self.adapters = adapters
+        invFreq = ropeInverseFrequencies(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling)
+    }
+
+    // MARK: Weights
+
+    /// f32 pointer to a projection weight `[out, in]`: the file's own memory for F32, otherwise
+    /// widened into per-projection scratch (one layer resident at a time).
+    func projectionWeight(layer l: Int, _ proj: String) -> UnsafePointer<Float> {
+        let view = weights.view(ModelConfig.weightName(layer: l, projection: proj))
+        if let p = view.f32Pointer { return p }
+        if let s = scratch[proj], s.layer == l { return UnsafePointer(s.buffer.pointer) }
+        let buffer = scratch[proj]?.buffer ?? FloatBuffer(count: view.count, zeroed: false)
+        view.widen(into: buffer.pointer)
+        scratch[proj] = (l, buffer)
+        return UnsafePointer(buffer.pointer)
+    }
+
+    var lmHeadView: TensorView {
+        weights.view(config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight")
+    }
+
+    /// Runs `body(rowStart, rowCount, pointer)` over the lm_head `[V, C]` in row chunks (whole
+    /// for F32, widened chunk by chunk otherwise, so a 150k vocabulary never needs a full f32 copy).
+    func forEachLMHeadChunk(_ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+        let view = lmHeadView
+        let V = config.vocabSize, C = config.hiddenSize
+        if let p = view.f32Pointer { body(0, V, p); return }
+        let chunk = min(V, Self.lmChunkRows)
+        if lmScratch == nil { lmScratch = FloatBuffer(count: chunk * C, zeroed: false) }
+        let buf = lmScratch!.pointer
+        var r0 = 0
+        while r0 < V {
+            let rows = min(chunk, V - r0)
+            widenToFloat(view.data + r0 * C * view.dtype.byteSize, dtype: view.dtype, count: rows * C, into: buf)
+            body(r0, rows, UnsafePointer(buf))
+            r0 += rows
+        }
+    }
+
+    // MARK: Linear (the single place adapters apply)
+
+    /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias) + Δ_adapter(x)`.
+    func linear(layer l: Int, _ proj: String, x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
+        let (outF, inF) = config.projectionShape(proj)
+        let w = projectionWeight(layer: l, proj)
+        BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: w, c: y)
+        if config.qkvBias, proj == "q_proj" || proj == "k_proj" || proj == "v_proj" {
+            weights.vector("model.layers.\(l).self_attn.\(proj).bias").withUnsafeBufferPointer {
+                addBias(y, $0.baseAddress!, rows: rows, cols: outF)
+            }
+        }
+        adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj))?.forward(x: x, rows: rows, y: y, training: training)
+    }
+
+    /// `dx[rows, in] (+)= dy · W + Δ_adapterᵀ(dy)` and the adapter's own gradients.
+    func linearBackward(layer l: Int, _ proj: String, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int,
+                        dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let (outF, inF) = config.projectionShape(proj)
+        let w = projectionWeight(layer: l, proj)
+        BLAS.gemm(m: rows, n: inF, k: outF, a: dy, b: w, beta: accumulate ? 1 : 0, c: dx)
+        adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj))?.backward(x: x, dy: dy, rows: rows, dx: dx)
+    }
+
+    // MARK: Input validation
+
+    /// Throws when a token id is outside the vocabulary.
+    public func validate(tokens: [Int32]) throws {
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
+            throw ModelError.invalidInput("token id \(bad) is outside the vocabulary [0, \(config.vocabSize))")
+        }
+    }
+
+    func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
+        let view = weights.view("model.embed_tokens.weight")
+        let C = config.hiddenSize, bytes = view.dtype.byteSize
+        for (n, t) in tokens.enumerated() {
+            widenToFloat(view.data + Int(t) * C * bytes, dtype: view.dtype, count: C, into: out + n * C)
+        }
+    }
+
+    // MARK: Forward
+
+    /// Full forward pass; `acts.logits` holds `[N, V]` logits afterwards. With `training`,
+    /// everything the backward pass needs is kept in `acts` (and adapters keep their own).
+    public func forward(_ input: ModelInput, acts: Activations, training: Bool) throws {
+        precondition(acts.batch == input.batch && acts.seqLen == input.seqLen, "activations sized for another batch shape")
+        try validate(tokens: input.tokens)
+        let c = config, n = input.rows
+        embed(input.tokens, into: acts.residuals[0].pointer)
+        ropeTables(positions: input.positions, invFreq: invFreq, cos: acts.cos.pointer, sin: acts.sin.pointer)
+        for l in 0..<c.numLayers {
+            layerForward(l, input: input, acts: acts, training: training)
+        }
+        rmsnormForward(out: acts.hF.pointer, rstd: acts.rstdF.pointer, x: acts.residuals[c.numLayers].pointer,
+                       w: weights.vector("model.norm.weight"), rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
+        let V = c.vocabSize, C = c.hiddenSize
+        let hF = UnsafePointer(acts.hF.pointer), logits = acts.logits.pointer
+        forEachLMHeadChunk { r0, rows, w in
+            BLAS.gemm(transB: true, m: n, n: rows, k: C, a: hF, b: w, c: logits + r0, ldc: V)
+        }
+    }
+
+    /// One decoder layer: `residuals[l] → residuals[l+1]`.
+    func layerForward(_ l: Int, input: ModelInput, acts: Activations, training: Bool) {
+        let c = config, n = input.rows, C = c.hiddenSize, I = c.intermediateSize
+        let a = acts.layer(l)
+        let x = acts.residuals[l].pointer, out = acts.residuals[l + 1].pointer
+        let p = "model.layers.\(l)."
+        // Attention block.
+        rmsnormForward(out: a.h1.pointer, rstd: a.rstd1.pointer, x: x, w: weights.vector(p + "input_layernorm.weight"),
+                       rows: n, cols: C, eps: c.rmsNormEps)
+        let h1 = UnsafePointer(a.h1.pointer)
+        if c.hasQKNorm {
+            linear(layer: l, "q_proj", x: h1, rows: n, y: a.qPre!.pointer, training: training)
+            linear(layer: l, "k_proj", x: h1, rows: n, y: a.kPre!.pointer, training: training)
+            rmsnormForward(out: a.q.pointer, rstd: a.rstdQ!.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
+                           rows: n * c.numHeads, cols: c.headDim, eps: c.rmsNormEps)
+            rmsnormForward(out: a.k.pointer, rstd: a.rstdK!.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
+                           rows: n * c.numKVHeads, cols: c.headDim, eps: c.rmsNormEps)
+        } else {
+            linear(layer: l, "q_proj", x: h1, rows: n, y: a.q.pointer, training: training)
+            linear(layer: l, "k_proj", x: h1, rows: n, y: a.k.pointer, training: training)
+        }
+        linear(layer: l, "v_proj", x: h1, rows: n, y: a.v.pointer, training: training)
+        ropeForward(a.q.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numHeads, headDim: c.headDim)
+        ropeForward(a.k.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numKVHeads, headDim: c.headDim)
+        attentionForward(out: a.att.pointer, probs: a.probs.pointer, q: a.q.pointer, k: a.k.pointer, v: a.v.pointer,
+                         mask: input.mask, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        linear(layer: l, "o_proj", x: a.att.pointer, rows: n, y: a.xMid.pointer, training: training)
+        addInPlace(a.xMid.pointer, x, count: n * C)
+        // MLP block.
+        rmsnormForward(out: a.h2.pointer, rstd: a.rstd2.pointer, x: a.xMid.pointer, w: weights.vector(p + "post_attention_layernorm.weight"),
+                       rows: n, cols: C, eps: c.rmsNormEps)
+        linear(layer: l, "gate_proj", x: a.h2.pointer, rows: n, y: a.gate.pointer, training: training)
+        linear(layer: l, "up_proj", x: a.h2.pointer, rows: n, y: a.up.pointer, training: training)
+        swigluForward(out: a.act.pointer, gate: a.gate.pointer, up: a.up.pointer, count: n * I)
+        linear(layer: l, "down_proj", x: a.act.pointer, rows: n, y: out, training: training)
+        addInPlace(out, a.xMid.pointer, count: n * C)
+    }
+
+    // MARK: Loss
+
+    /// Cross-entropy of `acts.logits` against `targets[N]` (already shifted; < 0 ignored).
+    /// Returns the summed loss; replaces the logits with their gradient `(p − y) / normalizer`
+    /// so `backward` can run. `normalizer` is the target count of the whole (accumulated) batch.
+    public func lossAndGradient(acts: Activations, targets: [Int32], normalizer: Int) -> Double {
+        crossEntropy(logits: acts.logits.pointer, targets: targets, vocab: config.vocabSize,
+                     dlogits: acts.logits.pointer, scale: 1 / Float(max(normalizer, 1)))
+    }
+
+    /// Summed loss and target count of `acts.logits` (the logits are left intact).
+    public func loss(acts: Activations, targets: [Int32]) -> (sum: Double, count: Int) {
+        let sum = crossEntropy(logits: acts.logits.pointer, targets: targets, vocab: config.vocabSize, dlogits: nil, scale: 1)
+        return (sum, targets.filter { $0 >= 0 }.count)
+    }
+
+    // MARK: Backward
+
+    /// Backward from the logits' gradient in `acts.logits` to every adapter parameter.
+    /// Requires a `forward(training: true)` on the same input just before.
+    public func backward(_ input: ModelInput, acts: Activations) {
+        let c = config, n = input.rows, C = c.hiddenSize, V = c.vocabSize
+        // lm_head: dhF = dlogits · W.
+        let dlogits = UnsafePointer(acts.logits.pointer), dH = acts.dH.pointer
+        forEachLMHeadChunk { r0, rows, w in
+            BLAS.gemm(m: n, n: C, k: rows, a: dlogits + r0, lda: V, b: w, beta: r0 == 0 ? 0 : 1, c: dH)
+        }
+        rmsnormBackward(dx: acts.dResid.pointer, dy: dH, x: acts.residuals[c.numLayers].pointer,
+                        w: weights.vector("model.norm.weight"), rstd: acts.rstdF.pointer, rows: n, cols: C, accumulate: false)
+        for l in stride(from: c.numLayers - 1, through: 0, by: -1) {
+            if acts.checkpointing { layerForward(l, input: input, acts: acts, training: true) }
+            layerBackward(l, input: input, acts: acts)
+        }
+    }
+
+    /// `dResid` holds ∂L/∂residuals[l+1] on entry and ∂L/∂residuals[l] on exit.
+    func layerBackward(_ l: Int, input: ModelInput, acts: Activations) {
+        let c = config, n = input.rows, C = c.hiddenSize, I = c.intermediateSize
+        let a = acts.layer(l)
+        let p = "model.layers.\(l)."
+        let dR = acts.dResid.pointer
+        // MLP block: out = xMid + down(silu(gate(h2)) ⊙ up(h2)), h2 = norm(xMid).
+        linearBackward(layer: l, "down_proj", x: a.act.pointer, dy: dR, rows: n, dx: acts.dAct.pointer, accumulate: false)
+        swigluBackward(dgate: acts.dGate.pointer, dup: acts.dUp.pointer, dout: acts.dAct.pointer,
+                       gate: a.gate.pointer, up: a.up.pointer, count: n * I)
+        linearBackward(layer: l, "gate_proj", x: a.h2.pointer, dy: acts.dGate.pointer, rows: n, dx: acts.dH.pointer, accumulate: false)
+        linearBackward(layer: l, "up_proj", x: a.h2.pointer, dy: acts.dUp.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
+        rmsnormBackward(dx: dR, dy: acts.dH.pointer, x: a.xMid.pointer, w: weights.vector(p + "post_attention_layernorm.weight"),
+                        rstd: a.rstd2.pointer, rows: n, cols: C, accumulate: true)
+        // Attention block: xMid = x + o(attn(rope(q), rope(k), v)), q/k/v from h1 = norm(x).
+        linearBackward(layer: l, "o_proj", x: a.att.pointer, dy: dR, rows: n, dx: acts.dAtt.pointer, accumulate: false)
+        attentionBackward(dq: acts.dQ.pointer, dk: acts.dK.pointer, dv: acts.dV.pointer, dout: acts.dAtt.pointer,
+                          q: a.q.pointer, k: a.k.pointer, v: a.v.pointer, probs: a.probs.pointer,
+                          mask: input.mask, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
+        ropeBackward(acts.dQ.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numHeads, headDim: c.headDim)
+        ropeBackward(acts.dK.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numKVHeads, headDim: c.headDim)
+        if c.hasQKNorm {
+            // The per-head norm's input gradient overwrites dQ/dK in place: rows are independent
+            // and each row reads its own dy before writing, via a row-sized copy.
+            headNormBackward(acts.dQ.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
+                             rstd: a.rstdQ!.pointer, rows: n * c.numHeads, cols: c.headDim)
+            headNormBackward(acts.dK.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
+                             rstd: a.rstdK!.pointer, rows: n * c.numKVHeads, cols: c.headDim)
+        }
+        linearBackward(layer: l, "q_proj", x: a.h1.pointer, dy: acts.dQ.pointer, rows: n, dx: acts.dH.pointer, accumulate: false)
+        linearBackward(layer: l, "k_proj", x: a.h1.pointer, dy: acts.dK.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
+        linearBackward(layer: l, "v_proj", x: a.h1.pointer, dy: acts.dV.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
+        rmsnormBackward(dx: dR, dy: acts.dH.pointer, x: acts.residuals[l].pointer, w: weights.vector(p + "input_layernorm.weight"),
+                        rstd: a.rstd1.pointer, rows: n, cols: C, accumulate: true)
+    }
+
+    private func headNormBackward(_ d: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: [Float],
+                                  rstd: UnsafePointer<Float>, rows: Int, cols: Int) {
+        let tmp = FloatBuffer(count: rows * cols, zeroed: false)
+        tmp.pointer.update(from: d, count: rows * cols)
+        rmsnormBackward(dx: d, dy: tmp.pointer, x: x, w: w, rstd: rstd, rows: rows, cols: cols, accumulate: false)
+    }
+}

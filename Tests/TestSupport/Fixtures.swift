@@ -1,0 +1,45 @@
+import Foundation
+import LLMCore
+
+/// The golden fixture models copied from `../shared/fixtures` (see Tests/Fixtures/README.md).
+public enum FixtureModel: String, CaseIterable, Sendable, CustomStringConvertible {
+    case llamaTiny = "llama-tiny", qwen2Tiny = "qwen2-tiny", qwen3Tiny = "qwen3-tiny", llama3Tiny = "llama3-tiny"
+
+    public var description: String { rawValue }
+    public var directory: URL { TestPaths.fixtures.appendingPathComponent(rawValue) }
+
+    public func load() throws -> ModelWeights { try ModelWeights.load(directory: directory) }
+
+    /// `expected.safetensors` of the base model, or of its `lora/` / `ndlinear/` adapter.
+    public func expected(_ sub: String? = nil) throws -> SafetensorsFile {
+        var u = directory
+        if let sub { u.appendPathComponent(sub) }
+        return try SafetensorsFile(url: u.appendingPathComponent("expected.safetensors"))
+    }
+}
+
+/// Largest absolute difference, optionally only where `include(i)`.
+public func maxAbsDiff(_ a: [Float], _ b: [Float], include: ((Int) -> Bool)? = nil) -> Float {
+    precondition(a.count == b.count, "maxAbsDiff: \(a.count) vs \(b.count) values")
+    var m: Float = 0
+    for i in a.indices where include?(i) ?? true { m = max(m, abs(a[i] - b[i])) }
+    return m
+}
+
+public func maxAbs(_ a: [Float]) -> Float { a.reduce(0) { max($0, abs($1)) } }
+
+/// The fixture batch as a model input plus shifted targets.
+public struct FixtureBatch {
+    public let input: ModelInput
+    public let targets: [Int32]
+    public let mask: [Int]
+    public let batch: Int, seqLen: Int
+
+    public init(_ e: SafetensorsFile) throws {
+        let ids = try e.tensor("input_ids"), mask = try e.tensor("attention_mask").ints(), labels = try e.tensor("labels").ints()
+        batch = ids.shape[0]; seqLen = ids.shape[1]
+        self.mask = mask
+        input = ModelInput(batch: batch, seqLen: seqLen, tokens: ids.ints(), attentionMask: mask)
+        targets = shiftedTargets(labels: labels.map { Int32($0) }, batch: batch, seqLen: seqLen)
+    }
+}
