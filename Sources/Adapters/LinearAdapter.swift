@@ -1,0 +1,81 @@
+import Foundation
+import LLMCore
+
+/// A trainable f32 tensor of an adapter with its gradient (same shape).
+public final class AdapterParameter {
+    /// Role inside the adapter: `lora_A`, `lora_B`, `w0`, `w1`.
+    public let role: String
+    public let shape: [Int]
+    public let value: FloatBuffer
+    public let grad: FloatBuffer
+
+    public init(role: String, shape: [Int], values: [Float]? = nil) {
+        self.role = role
+        self.shape = shape
+        let n = shape.reduce(1, *)
+        value = values.map { precondition($0.count == n); return FloatBuffer($0) } ?? FloatBuffer(count: n)
+        grad = FloatBuffer(count: n)
+    }
+
+    public var count: Int { value.count }
+}
+
+/// The kinds of adapter the engine trains.
+public enum AdapterKind: String, Sendable, CaseIterable {
+    case lora, ndlinear
+}
+
+/// An adapter on one frozen projection `W [out, in]`: forward adds `Δ(x)`, backward produces
+/// its parameter gradients and the input gradient (protocol `LinearDelta` of LLMCore), and it
+/// can express itself as a dense `ΔW` for merging.
+public protocol LinearAdapter: LinearDelta {
+    var kind: AdapterKind { get }
+    /// Base weight name, e.g. `model.layers.0.self_attn.q_proj.weight`.
+    var weightName: String { get }
+    var inFeatures: Int { get }
+    var outFeatures: Int { get }
+    var parameters: [AdapterParameter] { get }
+    /// Dropout probability on the adapter's input while training.
+    var dropout: Float { get set }
+    /// Seed of the current step's dropout masks (identical masks on recomputation).
+    var dropoutSeed: UInt64 { get set }
+    /// The dense `ΔW [out, in]` this adapter adds to the base weight (for merging and checks).
+    func deltaWeight() -> [Float]
+}
+
+public extension LinearAdapter {
+    var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
+    func zeroGradients() { for p in parameters { p.grad.zero() } }
+    /// Module path without `.weight`, e.g. `model.layers.0.self_attn.q_proj`.
+    var modulePath: String { String(weightName.dropLast(".weight".count)) }
+}
+
+// MARK: - Dropout
+
+/// Inverted dropout on an adapter's input (as `nn.Dropout` in train mode): keeps each element
+/// with probability 1−p and scales kept ones by 1/(1−p). The mask is a pure function of
+/// (seed, element index), so a recomputed forward sees the same mask.
+struct AdapterDropout {
+    var buffer: FloatBuffer?
+
+    /// Returns the input to use: `x` itself when no dropout applies, else a masked copy.
+    mutating func apply(x: UnsafePointer<Float>, count: Int, p: Float, seed: UInt64, training: Bool) -> UnsafePointer<Float> {
+        guard training, p > 0 else { return x }
+        if buffer == nil || buffer!.count < count { buffer = FloatBuffer(count: count, zeroed: false) }
+        let out = buffer!.pointer
+        let keep = 1 - p, scale = 1 / keep
+        for i in 0..<count { out[i] = Self.kept(seed, i, keep) ? x[i] * scale : 0 }
+        return UnsafePointer(out)
+    }
+
+    /// Multiplies a gradient by the same mask and scale.
+    func backward(_ d: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64) {
+        let keep = 1 - p, scale = 1 / keep
+        for i in 0..<count { d[i] = Self.kept(seed, i, keep) ? d[i] * scale : 0 }
+    }
+
+    @inline(__always) static func kept(_ seed: UInt64, _ i: Int, _ keep: Float) -> Bool {
+        var r = SplitMix64(seed: seed ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15))
+        return r.nextFloat() < keep
+    }
+}
