@@ -37,6 +37,11 @@ public struct Llama3RopeScaling: Sendable, Equatable {
     public var lowFreqFactor: Double
     public var highFreqFactor: Double
     public var originalMaxPositionEmbeddings: Int
+
+    public init(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositionEmbeddings: Int) {
+        self.factor = factor; self.lowFreqFactor = lowFreqFactor
+        self.highFreqFactor = highFreqFactor; self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
+    }
 }
 
 /// The subset of a Hugging Face config.json the engine uses, in either transformers 4 or 5 layout.

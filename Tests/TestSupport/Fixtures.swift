@@ -43,3 +43,35 @@ public struct FixtureBatch {
         targets = shiftedTargets(labels: labels.map { Int32($0) }, batch: batch, seqLen: seqLen)
     }
 }
+
+// MARK: - Finite differences
+
+/// Deterministic test values.
+public func randomFloats(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+    var r = SplitMix64(seed: seed)
+    return (0..<n).map { _ in (r.nextFloat() * 2 - 1) * scale }
+}
+
+/// Central finite-difference gradient of `f` at `x` (f32 evaluation, Double arithmetic on the
+/// differences): `(f(x+h) − f(x−h)) / 2h` for every coordinate.
+public func finiteDifference(_ x: [Float], h: Float = 1e-2, _ f: ([Float]) -> Double) -> [Float] {
+    var g = [Float](repeating: 0, count: x.count)
+    var xp = x
+    for i in x.indices {
+        xp[i] = x[i] + h; let fp = f(xp)
+        xp[i] = x[i] - h; let fm = f(xp)
+        xp[i] = x[i]
+        g[i] = Float((fp - fm) / Double(2 * h))
+    }
+    return g
+}
+
+/// Relative error max|a−b| / max(max|b|, tiny).
+public func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    maxAbsDiff(a, b) / max(maxAbs(b), 1e-12)
+}
+
+/// Σ r ⊙ y: a random linear functional that turns a vector output into a scalar loss.
+public func dot(_ a: [Float], _ b: [Float]) -> Double {
+    zip(a, b).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+}

@@ -1,0 +1,156 @@
+import Adapters
+import Foundation
+import LLMCore
+import Testing
+import TestSupport
+
+/// Each adapter's forward against its dense ΔW, its backward against finite differences, and
+/// the published trainable-parameter counts.
+@Suite struct AdapterKernelTests {
+    static func adapters() -> [any LinearAdapter] {
+        var rng = SplitMix64(seed: 3)
+        let lora = LoRAAdapter(weightName: "model.layers.0.mlp.down_proj.weight", inFeatures: 12, outFeatures: 10, rank: 3, alpha: 6, rng: &rng)
+        for i in 0..<lora.b.count { lora.b.value[i] = Float(i % 7) * 0.1 - 0.3 }
+        let rs = LoRAAdapter(weightName: "model.layers.0.mlp.up_proj.weight", inFeatures: 12, outFeatures: 10, rank: 4, alpha: 4, useRSLoRA: true, rng: &rng)
+        for i in 0..<rs.b.count { rs.b.value[i] = Float(i % 5) * 0.1 - 0.2 }
+        let nd = NdLinearAdapter(weightName: "model.layers.0.mlp.gate_proj.weight", inFeatures: 12, outFeatures: 10, alpha: 2, rng: &rng)
+        return [lora, rs, nd]
+    }
+
+    static func run(_ a: any LinearAdapter, _ x: [Float], rows: Int, training: Bool = true) -> [Float] {
+        var y = [Float](repeating: 0, count: rows * a.outFeatures)
+        a.forward(x: x, rows: rows, y: &y, training: training)
+        return y
+    }
+
+    @Test func forwardEqualsDenseDelta() {
+        for a in Self.adapters() {
+            let rows = 4, x = randomFloats(rows * a.inFeatures, seed: 5)
+            let y = Self.run(a, x, rows: rows)
+            let dw = a.deltaWeight()
+            var ref = [Float](repeating: 0, count: rows * a.outFeatures)
+            for r in 0..<rows { for o in 0..<a.outFeatures {
+                ref[r * a.outFeatures + o] = Float((0..<a.inFeatures).reduce(0.0) { $0 + Double(dw[o * a.inFeatures + $1]) * Double(x[r * a.inFeatures + $1]) })
+            } }
+            #expect(maxAbsDiff(y, ref) < 1e-5, "\(a.weightName)")
+        }
+    }
+
+    @Test func backwardMatchesFiniteDifferences() {
+        for a in Self.adapters() {
+            let rows = 3, x = randomFloats(rows * a.inFeatures, seed: 7), r = randomFloats(rows * a.outFeatures, seed: 8)
+            _ = Self.run(a, x, rows: rows)
+            a.zeroGradients()
+            var dx = [Float](repeating: 0, count: x.count)
+            a.backward(x: x, dy: r, rows: rows, dx: &dx)
+            #expect(relativeError(dx, finiteDifference(x, h: 1e-2) { dot(Self.run(a, $0, rows: rows), r) }) < 2e-3, "\(a.weightName) dx")
+            for p in a.parameters {
+                let v0 = p.value.array
+                let fd = finiteDifference(v0, h: 1e-2) { v in
+                    for i in v.indices { p.value[i] = v[i] }
+                    defer { for i in v0.indices { p.value[i] = v0[i] } }
+                    return dot(Self.run(a, x, rows: rows), r)
+                }
+                #expect(relativeError(p.grad.array, fd) < 2e-3, "\(a.weightName) \(p.role)")
+            }
+        }
+    }
+
+    @Test func dropoutMasksAreReproducibleAndScaled() {
+        var rng = SplitMix64(seed: 1)
+        let a = NdLinearAdapter(weightName: "w", inFeatures: 16, outFeatures: 16, alpha: 1, rng: &rng)
+        a.dropout = 0.5
+        a.dropoutSeed = 42
+        let x = randomFloats(4 * 16, seed: 2)
+        let y1 = Self.run(a, x, rows: 4), y2 = Self.run(a, x, rows: 4)
+        #expect(y1 == y2, "same seed, same mask (checkpoint recomputation relies on it)")
+        #expect(y1 != Self.run(a, x, rows: 4, training: false), "dropout applies only in training")
+        a.dropoutSeed = 43
+        #expect(y1 != Self.run(a, x, rows: 4))
+        // Backward with dropout still matches finite differences of the (fixed-mask) forward.
+        let r = randomFloats(4 * 16, seed: 3)
+        _ = Self.run(a, x, rows: 4)
+        a.zeroGradients()
+        var dx = [Float](repeating: 0, count: x.count)
+        a.backward(x: x, dy: r, rows: 4, dx: &dx)
+        #expect(relativeError(dx, finiteDifference(x, h: 1e-2) { dot(Self.run(a, $0, rows: 4), r) }) < 2e-3)
+    }
+
+    @Test func balancedFactorsMatchReferenceSplits() {
+        #expect(balancedFactors(176) == (11, 16))
+        #expect(balancedFactors(32) == (4, 8))
+        #expect(balancedFactors(896) == (28, 32))
+        #expect(balancedFactors(4096) == (64, 64))
+        #expect(balancedFactors(14336) == (112, 128))
+        #expect(balancedFactors(8960) == (80, 112))
+        #expect(balancedFactors(13) == (1, 13))
+    }
+
+    /// The numbers published for the method (FORMATS.md), from the config alone.
+    @Test func publishedTrainableParameterCounts() throws {
+        let dir = TestPaths.fixtures.appendingPathComponent("model-configs")
+        let qwen = try ModelConfig.load(dir.appendingPathComponent("qwen3-1.7b.json"))
+        let llama = try ModelConfig.load(dir.appendingPathComponent("llama-3-8b.json"))
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .ndlinear), config: qwen) == 1_146_880)
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .ndlinear), config: llama) == 2_260_992)
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .lora, rank: 4), config: qwen) == 4_358_144)
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .lora, rank: 4), config: llama) == 10_485_760)
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .lora, rank: 8), config: qwen) == 8_716_288)
+        #expect(AdapterSet.parameterCount(spec: AdapterSpec(kind: .lora, rank: 8), config: llama) == 20_971_520)
+    }
+
+    @Test func targetSelectionParsingAndErrors() throws {
+        let t = try TargetSelection.parse(modules: "q_proj, v_proj", layers: "0-1,3")
+        #expect(t.modules == ["q_proj", "v_proj"] && t.layers == [0, 1, 3])
+        #expect(try TargetSelection.parse(modules: "all-linear", layers: nil).modules.count == 7)
+        #expect { try TargetSelection.parse(modules: "q_proj,qkv", layers: nil) } throws: { e in
+            "\(e)".contains("qkv") && "\(e)".contains("gate_proj")
+        }
+        #expect(throws: AdapterError.self) { try TargetSelection.parse(modules: nil, layers: "3-1") }
+        let c = try FixtureModel.llamaTiny.load().config
+        #expect(throws: AdapterError.self) { try TargetSelection.parse(modules: nil, layers: "5").validate(for: c) }
+    }
+}
+
+/// The whole model's adapter gradient against finite differences of the whole model's loss
+/// (every kernel's backward composed), on a packed, padded batch.
+@Suite struct WholeModelGradientTests {
+    @Test(arguments: FixtureModel.allCases)
+    func packedPaddedBatch(_ f: FixtureModel) throws {
+        let w = try f.load()
+        for kind in AdapterKind.allCases {
+            let set = try AdapterSet.create(spec: AdapterSpec(kind: kind, rank: 2, alpha: kind == .lora ? 4 : 0.5), config: w.config, seed: 9)
+            for a in set.adapters { if let l = a as? LoRAAdapter { for i in 0..<l.b.count { l.b.value[i] = Float((i * 7) % 11) * 0.02 - 0.1 } } }
+            let model = TransformerModel(weights: w, adapters: set)
+            let T = 8
+            let input = ModelInput(batch: 2, seqLen: T, tokens: (0..<(2 * T)).map { ($0 * 37) % 300 + 3 },
+                                   attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                                   positions: [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7],
+                                   segments: [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+            let targets: [Int32] = [5, 6, -1, 8, 9, 10, 11, -1, 12, 13, 14, 15, -1, -1, -1, -1]
+            let acts = Activations(config: w.config, batch: 2, seqLen: T)
+            func loss() throws -> Double {
+                try model.forward(input, acts: acts, training: false)
+                return model.loss(acts: acts, targets: targets).sum
+            }
+            try model.forward(input, acts: acts, training: true)
+            _ = model.lossAndGradient(acts: acts, targets: targets, normalizer: 1)
+            set.zeroGradients()
+            model.backward(input, acts: acts)
+            // Probe a few coordinates of a few parameters (full FD over the model is slow in debug).
+            for a in [set.adapters[0], set.adapters[5], set.adapters.last!] {
+                for p in a.parameters {
+                    for i in [0, p.count / 2, p.count - 1] {
+                        let v = p.value[i], h: Float = 1e-2
+                        p.value[i] = v + h; let lp = try loss()
+                        p.value[i] = v - h; let lm = try loss()
+                        p.value[i] = v
+                        let fd = Float((lp - lm) / Double(2 * h))
+                        let g = p.grad[i]
+                        #expect(abs(g - fd) <= 5e-3 * max(abs(fd), 1e-1), "\(f) \(kind) \(a.weightName) \(p.role)[\(i)]: \(g) vs \(fd)")
+                    }
+                }
+            }
+        }
+    }
+}
