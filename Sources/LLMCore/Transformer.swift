@@ -85,6 +85,12 @@ public final class Activations {
 
     func layer(_ l: Int) -> LayerActivations { checkpointing ? layers[0] : layers[l] }
 
+    /// Whether a batch of this shape fits the arena (sized for `batch × seqLen`); smaller
+    /// batches reuse it, so padding to each batch's longest row does not reallocate.
+    public func fits(_ input: ModelInput) -> Bool {
+        input.rows <= batch * seqLen && input.batch * input.seqLen * input.seqLen <= batch * seqLen * seqLen
+    }
+
     /// Bytes held by the arena.
     public var byteCount: Int {
         var total = residuals.reduce(0) { $0 + $1.count } + rstdF.count + hF.count + logits.count + cos.count + sin.count
@@ -205,7 +211,7 @@ public final class TransformerModel: @unchecked Sendable {
     /// Full forward pass; `acts.logits` holds `[N, V]` logits afterwards. With `training`,
     /// everything the backward pass needs is kept in `acts` (and adapters keep their own).
     public func forward(_ input: ModelInput, acts: Activations, training: Bool) throws {
-        precondition(acts.batch == input.batch && acts.seqLen == input.seqLen, "activations sized for another batch shape")
+        precondition(acts.fits(input), "activations sized for [\(acts.batch), \(acts.seqLen)] cannot hold [\(input.batch), \(input.seqLen)]")
         try validate(tokens: input.tokens)
         let c = config, n = input.rows
         embed(input.tokens, into: acts.residuals[0].pointer)

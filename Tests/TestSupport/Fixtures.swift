@@ -75,3 +75,58 @@ public func relativeError(_ a: [Float], _ b: [Float]) -> Float {
 public func dot(_ a: [Float], _ b: [Float]) -> Double {
     zip(a, b).reduce(0) { $0 + Double($1.0) * Double($1.1) }
 }
+
+// MARK: - Training fixtures
+
+extension FixtureModel {
+    /// The fixture batch as pre-tokenized JSONL (one line per row, padding removed), written to
+    /// a fresh temporary file.
+    public func batchJSONL() throws -> URL {
+        let e = try expected()
+        let ids = try e.tensor("input_ids").ints(), mask = try e.tensor("attention_mask").ints(), labels = try e.tensor("labels").ints()
+        let T = try e.tensor("input_ids").shape[1]
+        var text = ""
+        for r in 0..<(ids.count / T) {
+            let n = mask[(r * T)..<((r + 1) * T)].reduce(0, +)
+            let row = (r * T)..<(r * T + n)
+            text += "{\"input_ids\": \(Array(ids[row])), \"labels\": \(Array(labels[row]))}\n"
+        }
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("batch-\(rawValue)-\(UUID().uuidString).jsonl")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+}
+
+/// A fresh temporary directory.
+public func temporaryDirectory(_ tag: String) throws -> URL {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("\(tag)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    return u
+}
+
+/// The `finetune` executable built beside the test bundle (swift test builds every product).
+public func finetuneExecutable() -> URL? {
+    let candidates = [
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("finetune"),
+        TestPaths.repoRoot.appendingPathComponent(".build/debug/finetune"),
+    ]
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }
+}
+
+/// Runs a process to completion; returns (exit status or negative signal, stdout, stderr).
+public func runProcess(_ exe: URL, _ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = exe
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let status = p.terminationReason == .uncaughtSignal ? -p.terminationStatus : p.terminationStatus
+    return (status, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
