@@ -1,0 +1,57 @@
+import Foundation
+
+/// Where a run is in its data: epoch and offset into that epoch's order. The order of an epoch
+/// is a pure function of (seed, epoch) (or file order with `shuffle` off), so this position is
+/// all a checkpoint needs to continue with the same examples.
+public struct DataPosition: Codable, Sendable, Equatable {
+    public var epoch: Int = 0
+    public var offset: Int = 0
+    /// Examples handed out so far (over all epochs).
+    public var consumed: Int = 0
+    public init() {}
+}
+
+/// An endless (steps mode) or bounded (epochs mode) stream of example indices.
+struct DataStream {
+    let count: Int
+    let seed: UInt64
+    let shuffle: Bool
+    /// Total examples to hand out (epochs · count), or nil for no bound.
+    let limit: Int?
+    var position = DataPosition()
+    private var order: [Int] = []
+    private var orderEpoch = -1
+
+    init(count: Int, seed: UInt64, shuffle: Bool, epochs: Int?) {
+        self.count = count; self.seed = seed; self.shuffle = shuffle
+        limit = epochs.map { $0 * count }
+    }
+
+    var exhausted: Bool { limit.map { position.consumed >= $0 } ?? false }
+
+    private mutating func currentOrder() -> [Int] {
+        if orderEpoch != position.epoch {
+            order = shuffle ? epochOrder(count: count, seed: seed, epoch: position.epoch) : Array(0..<count)
+            orderEpoch = position.epoch
+        }
+        return order
+    }
+
+    /// The next index without consuming it.
+    mutating func peek() -> Int? {
+        guard !exhausted, count > 0 else { return nil }
+        return currentOrder()[position.offset]
+    }
+
+    mutating func advance() {
+        position.consumed += 1
+        position.offset += 1
+        if position.offset == count { position.epoch += 1; position.offset = 0 }
+    }
+
+    mutating func next() -> Int? {
+        guard let i = peek() else { return nil }
+        advance()
+        return i
+    }
+}
