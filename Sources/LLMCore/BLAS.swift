@@ -1,15 +1,30 @@
 import COpenBLAS
+import Foundation
 
 /// The one place that talks to OpenBLAS (ARCHITECTURE.md rule 2): `Int32` conversions and
 /// shape preconditions live here, callers pass `Int` sizes and raw pointers.
+///
+/// Threading: OpenBLAS itself always runs single-threaded and the engine splits large GEMMs
+/// across its own threads (`threads`, all cores by default). OpenBLAS's pthread pool busy-waits
+/// between calls and oversubscribes the cores as soon as anything else runs in parallel
+/// (attention over heads, our elementwise kernels): measured 7× slower training on 2 cores.
 public enum BLAS {
-    /// Sets OpenBLAS's thread count once for the process (0 or negative: leave the default).
+    nonisolated(unsafe) private static var width: Int = {
+        openblas_set_num_threads(1)
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+
+    /// Sets the engine's thread count once for the process (0 or negative: all cores).
     public static func setThreads(_ n: Int) {
-        if n > 0 { openblas_set_num_threads(Int32(n)) }
+        openblas_set_num_threads(1)
+        width = n > 0 ? n : max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    /// The thread count OpenBLAS will use.
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// Threads the engine uses for GEMMs and kernels.
+    public static var threads: Int { width }
+
+    /// Work (m·n·k) below which a GEMM stays on the calling thread.
+    static let splitThreshold = 1 << 21
 
     /// Row-major `C[m,n] = alpha * op(A) * op(B) + beta * C`.
     /// `A` is `[m,k]` (or `[k,m]` when `transA`), `B` is `[k,n]` (or `[n,k]` when `transB`).
@@ -20,7 +35,8 @@ public enum BLAS {
         m: Int, n: Int, k: Int,
         alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
         b: UnsafePointer<Float>, ldb: Int? = nil,
-        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil,
+        parallel: Bool = true
     ) {
         precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative size")
         if m == 0 || n == 0 { return }
@@ -33,6 +49,31 @@ public enum BLAS {
         let lda = lda ?? (transA ? m : k)
         let ldb = ldb ?? (transB ? k : n)
         let ldc = ldc ?? n
+        let parts = parallel ? min(width, max(m, n) / 16) : 1
+        if parts > 1, m * n * k >= splitThreshold {
+            // Split the larger output dimension into contiguous, 16-aligned blocks.
+            let splitN = n >= m
+            let total = splitN ? n : m
+            DispatchQueue.concurrentPerform(iterations: parts) { p in
+                let lo = (total * p / parts) & ~15, hi = p == parts - 1 ? total : (total * (p + 1) / parts) & ~15
+                guard hi > lo else { return }
+                if splitN {
+                    let bOff = transB ? lo * ldb : lo
+                    sgemm(transA, transB, m, hi - lo, k, alpha, a, lda, b + bOff, ldb, beta, c + lo, ldc)
+                } else {
+                    let aOff = transA ? lo : lo * lda
+                    sgemm(transA, transB, hi - lo, n, k, alpha, a + aOff, lda, b, ldb, beta, c + lo * ldc, ldc)
+                }
+            }
+            return
+        }
+        sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+
+    @inline(__always)
+    private static func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                              _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
+                              _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,

@@ -11,7 +11,7 @@ import Foundation
 @inline(__always)
 public func parallelRanges(_ n: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
     let work = n * max(costPerItem, 1)
-    let cores = ProcessInfo.processInfo.activeProcessorCount
+    let cores = BLAS.threads
     if n <= 1 || work < 65_536 || cores <= 1 {
         body(0..<n)
         return
@@ -218,4 +218,14 @@ public func shiftedTargets(labels: [Int32], batch: Int, seqLen: Int) -> [Int32] 
 /// `y[N, C] += bias[C]` for each row.
 @inline(__always) public func addBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
     for r in 0..<rows { let yr = y + r * cols; for c in 0..<cols { yr[c] += bias[c] } }
+}
+
+/// Runs `body(i)` for `0..<n` on the engine's threads (inline with one thread).
+@inline(__always)
+public func parallelTasks(_ n: Int, _ body: (Int) -> Void) {
+    if BLAS.threads <= 1 || n <= 1 {
+        for i in 0..<n { body(i) }
+    } else {
+        DispatchQueue.concurrentPerform(iterations: n, execute: body)
+    }
 }

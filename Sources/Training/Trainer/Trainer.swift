@@ -216,19 +216,9 @@ public final class Trainer {
     /// Mean token loss over the validation set (no gradients, no dropout).
     public func validationLoss() throws -> (loss: Double, tokens: Int)? {
         guard !val.isEmpty else { return nil }
-        var sum = 0.0, count = 0
-        var i = 0
-        while i < val.count {
-            let part = Array(val[i..<min(val.count, i + config.batchSize)])
-            let batch = try Batch.padded(part, padId: padId)
-            let input = ModelInput(batch: batch.batchSize, seqLen: batch.seqLen, tokens: batch.inputIds.map(Int.init),
-                                   attentionMask: batch.attentionMask.map(Int.init))
-            try model.forward(input, acts: acts, training: false)
-            let r = model.loss(acts: acts, targets: shiftedTargets(labels: batch.labels, batch: batch.batchSize, seqLen: batch.seqLen))
-            sum += r.sum; count += r.count
-            i += config.batchSize
-        }
-        return count > 0 ? (sum / Double(count), count) : nil
+        // Shared with `finetune eval --metric loss` (Eval/LossEvaluation.swift).
+        let r = try targetLossSum(model: model, examples: val, batchSize: config.batchSize, padId: padId, acts: acts)
+        return r.count > 0 ? (r.sum / Double(r.count), r.count) : nil
     }
 
     // MARK: The loop

@@ -1,0 +1,46 @@
+import Adapters
+import ArgumentParser
+import Foundation
+import LLMCore
+import Training
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure training, prefill or decode speed in-process (warm-up, then the median step).",
+        discussion: "Build in release mode (swift build -c release) for meaningful figures.")
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "train, prefill or decode.") var mode: String = "train"
+    @Option(help: "none, lora or ndlinear.") var adapterType: String = "ndlinear"
+    @Option(name: .customLong("r"), help: "LoRA rank.") var rank = 8
+    @Option(help: "Projections to adapt.") var targetModules: String = "all-linear"
+    @Option(help: "Random-weight dtype for a bare config.json: bf16 (default, as checkpoints ship) or f32.") var dtype: String = "bf16"
+    @Option(help: "Sequence length (decode: the prefilled context).") var seq = 256
+    @Option(help: "Batch size.") var batchSize = 1
+    @Option(help: "Timed steps (decode: decoded tokens).") var steps = 3
+    @Flag(help: "Per-layer activation recomputation.") var checkpointing = false
+    @Flag(help: "One JSON object on stdout.") var json = false
+
+    func run() throws {
+        try reportingErrors {
+            guard let benchMode = BenchMode(rawValue: mode) else { throw InputError("--mode '\(mode)': expected train, prefill or decode") }
+            guard seq > 0, batchSize > 0, steps > 0 else { throw InputError("--seq, --batch-size and --steps must be positive") }
+            let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
+            var adapters: AdapterSet?
+            if adapterType != "none" {
+                guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora or ndlinear") }
+                let spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
+                adapters = try AdapterSet.create(spec: spec, config: weights.config, seed: 0)
+            }
+            let m = TransformerModel(weights: weights, adapters: adapters)
+            var o = BenchOptions(mode: benchMode)
+            o.seq = seq; o.batch = batchSize; o.steps = steps; o.checkpointing = checkpointing
+            let r = try Benchmark.run(model: m, adapters: adapters, options: o, modelName: model.model)
+            if json { try printJSON(r); return }
+            print(String(format: "%@ %@ [%@, %@]: %.1f tokens/s, %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MB%@",
+                         r.mode, r.model, r.dtype, r.adapter, r.tokens_per_s, r.seconds_per_step, r.gflops, r.peak_rss_mb,
+                         r.gb_per_s.map { String(format: ", %.1f GB/s of weights", $0) } ?? ""))
+        }
+    }
+}

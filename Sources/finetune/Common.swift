@@ -1,0 +1,101 @@
+import Adapters
+import ArgumentParser
+import Foundation
+import LLMCore
+import Tokenize
+import Training
+
+// MARK: - Output and errors
+
+/// Human text goes to stderr so `--json` output on stdout stays machine-readable.
+func note(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// Prints one JSON object on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let enc = JSONEncoder()
+    enc.outputFormatting = [.sortedKeys]
+    print(String(decoding: try enc.encode(value), as: UTF8.self))
+}
+
+/// Bad input or usage (exit 2), vs a run that failed (exit 1).
+struct InputError: Error, CustomStringConvertible {
+    let description: String
+    init(_ s: String) { description = s }
+}
+
+/// Runs a command body: typed errors become a one-line `error: …` on stderr and an exit
+/// status (1 for a failed run, 2 for bad input), never a crash trace.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as TrainingError {
+        note("error: \(e)")
+        if case .interrupted = e { throw ExitCode(130) }
+        throw ExitCode(1)
+    } catch {
+        note("error: \(error)")
+        throw ExitCode(2)
+    }
+}
+
+// MARK: - Shared options
+
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A Hugging Face model directory, or a bare config.json (random weights).")
+    var model: String
+
+    @Option(help: "Threads for GEMMs and kernels (default: all cores).")
+    var threads: Int?
+
+    func apply() {
+        if let t = threads, t > 0 { BLAS.setThreads(t) }
+    }
+
+    /// Loads weights (random of `randomDType` for a bare config.json).
+    func load(randomDType: DType = .bf16) throws -> ModelWeights {
+        apply()
+        return try ModelWeights.load(path: model, randomDType: randomDType)
+    }
+
+    /// The model directory's tokenizer, if it has one.
+    func tokenizer() throws -> (any Tokenizer)? {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir), isDir.boolValue else { return nil }
+        let dir = URL(fileURLWithPath: model)
+        let names = ["tokenizer.json", "vocab.json", "tokenizer.model"]
+        guard names.contains(where: { FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }) else { return nil }
+        return try loadTokenizer(from: dir)
+    }
+}
+
+struct AdapterOptions: ParsableArguments {
+    @Option(help: "An adapter directory (PEFT LoRA, PEFT LoKr or NdLinear-LoRA reference) or .safetensors file.")
+    var adapter: String?
+
+    @Option(help: "NdLinear α when the adapter files carry none (the reference's checkpoints; default 1.0).")
+    var adapterAlpha: Float?
+
+    func load(config: ModelConfig) throws -> AdapterSet? {
+        guard let adapter else { return nil }
+        return try AdapterIO.load(URL(fileURLWithPath: adapter), config: config, ndlinearAlpha: adapterAlpha)
+    }
+}
+
+/// Parses `1,2,3` into integers, naming the flag on error.
+func parseIntList(_ s: String, flag: String) throws -> [Int] {
+    try s.split(separator: ",").map {
+        guard let v = Int($0.trimmingCharacters(in: .whitespaces)) else { throw InputError("\(flag): '\($0)' is not an integer") }
+        return v
+    }
+}
+
+func parseDType(_ s: String, flag: String) throws -> DType {
+    switch s.lowercased() {
+    case "bf16", "bfloat16": return .bf16
+    case "f16", "fp16", "float16": return .f16
+    case "f32", "fp32", "float32": return .f32
+    default: throw InputError("\(flag) '\(s)': expected bf16, f16 or f32")
+    }
+}

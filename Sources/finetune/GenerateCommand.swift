@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import LLMCore
+import Tokenize
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text with a KV cache (greedy by default; temperature/top-p sampling with a seed).")
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var adapter: AdapterOptions
+    @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added as the tokenizer defines).") var prompt: String?
+    @Option(help: "Prompt token ids, used verbatim (no BOS added); needs no tokenizer.") var promptIds: String?
+    @Option(help: "Maximum new tokens.") var maxNewTokens = 64
+    @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
+    @Option(help: "Nucleus sampling mass.") var topP: Float = 1
+    @Option(help: "Sampling seed.") var seed: UInt64 = 0
+    @Flag(help: "Print {\"ids\": [...], \"text\": ...} on stdout.") var json = false
+
+    func validate() throws {
+        guard (prompt == nil) != (promptIds == nil) else { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
+        guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
+        guard temperature >= 0, topP > 0, topP <= 1 else { throw ValidationError("--temperature must be ≥ 0 and --top-p in (0, 1]") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let weights = try model.load()
+            let tok = try model.tokenizer()
+            var ids: [Int]
+            if let promptIds {
+                ids = try parseIntList(promptIds, flag: "--prompt-ids")
+            } else {
+                guard let tok else { throw InputError("--prompt needs a tokenizer in \(model.model); use --prompt-ids") }
+                ids = try tok.encode(prompt!, addSpecialTokens: true)
+            }
+            let m = TransformerModel(weights: weights, adapters: try adapter.load(config: weights.config))
+            let stops = Set(weights.config.eosTokenIds + (tok?.eosTokenIds ?? []))
+            let t0 = Date()
+            let out = try m.generate(prompts: [ids], maxNewTokens: maxNewTokens, stopTokens: stops,
+                                     sampling: SamplingOptions(temperature: temperature, topP: topP, seed: seed))[0]
+            let dt = Date().timeIntervalSince(t0)
+            let text = tok?.decode(out, skipSpecialTokens: true)
+            if json {
+                struct Out: Encodable {
+                    let ids: [Int]; let text: String?
+                    enum CodingKeys: String, CodingKey { case ids, text }
+                    func encode(to e: Encoder) throws {
+                        var c = e.container(keyedBy: CodingKeys.self)
+                        try c.encode(ids, forKey: .ids)
+                        try c.encode(text, forKey: .text) // null when there is no tokenizer
+                    }
+                }
+                try printJSON(Out(ids: out, text: text))
+            } else {
+                print(text ?? out.map(String.init).joined(separator: " "))
+            }
+            note(String(format: "%d tokens in %.2f s (%.1f tokens/s)", out.count, dt, Double(out.count) / max(dt, 1e-9)))
+        }
+    }
+}
