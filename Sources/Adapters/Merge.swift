@@ -208,11 +208,11 @@ public enum AdapterMerge {
         var scanner = JSONKeyOrder.Scanner(bytes: [UInt8](data))
         guard let members = scanner.topLevelMembers() else { return nil }
         var bytes = [UInt8](data)
-        let quoted = Array(JSONText.quoted(value).utf8)
+        let quoted = Array(JSONValue.quote(value).utf8)
         let hits = members.filter { keys.contains($0.key) }
         if hits.isEmpty {
             guard let last = members.last, let key = keys.first else { return nil }
-            bytes.insert(contentsOf: Array((",\n  " + JSONText.quoted(key) + ": ").utf8) + quoted, at: last.value.upperBound)
+            bytes.insert(contentsOf: Array((",\n  " + JSONValue.quote(key) + ": ").utf8) + quoted, at: last.value.upperBound)
         } else {
             for h in hits.sorted(by: { $0.value.lowerBound > $1.value.lowerBound }) { bytes.replaceSubrange(h.value, with: quoted) }
         }
@@ -320,7 +320,7 @@ enum JSONText {
         case let .int(i): out += String(i)
         case let .double(d):
             if d.isNaN { out += "NaN" } else if d.isInfinite { out += d > 0 ? "Infinity" : "-Infinity" } else { out += "\(d)" }
-        case let .string(s): out += quoted(s)
+        case let .string(s): out += JSONValue.quote(s)
         case let .array(a):
             if a.isEmpty { out += "[]"; return }
             out += "[" + nl
@@ -335,7 +335,7 @@ enum JSONText {
             out += "{" + nl
             let keys = o.keys.sorted()
             for (i, k) in keys.enumerated() {
-                out += pad + quoted(k) + (pretty ? ": " : ":")
+                out += pad + JSONValue.quote(k) + (pretty ? ": " : ":")
                 write(o[k]!, into: &out, indent: indent + 1, pretty: pretty)
                 out += (i + 1 < keys.count ? "," : "") + nl
             }
@@ -343,19 +343,4 @@ enum JSONText {
         }
     }
 
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
 }

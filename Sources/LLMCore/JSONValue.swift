@@ -51,4 +51,22 @@ public enum JSONValue: Decodable, Equatable, Sendable {
         default: return nil
         }
     }
+
+    /// A JSON string literal with the escapes RFC 8259 requires (non-ASCII text stays UTF-8),
+    /// for writers that must control key order or number formatting themselves.
+    public static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
 }

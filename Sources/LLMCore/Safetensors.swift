@@ -312,7 +312,7 @@ public enum SafetensorsWriter {
         var header = "{"
         var first = true
         if let metadata, !metadata.isEmpty {
-            header += "\"__metadata__\":{" + metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",") + "}"
+            header += "\"__metadata__\":{" + metadata.keys.sorted().map { "\(JSONValue.quote($0)):\(JSONValue.quote(metadata[$0]!))" }.joined(separator: ",") + "}"
             first = false
         }
         var offset = 0
@@ -320,7 +320,7 @@ public enum SafetensorsWriter {
             precondition(e.bytes.count == e.shape.reduce(1, *) * e.dtype.byteSize, "\(e.name): byte count does not match shape")
             if !first { header += "," }
             first = false
-            header += "\(jsonString(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}"
+            header += "\(JSONValue.quote(e.name)):{\"dtype\":\"\(e.dtype.rawValue)\",\"shape\":[\(e.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}"
             offset += e.bytes.count
         }
         header += "}"
@@ -343,21 +343,6 @@ public enum SafetensorsWriter {
         }
     }
 
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
 }
 
 // MARK: - Atomic writes

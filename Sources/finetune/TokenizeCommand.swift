@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LLMCore
 import Tokenize
 
 /// `finetune tokenize`: encode text to ids or decode ids to text with a model's tokenizer.
@@ -110,7 +111,7 @@ struct TokenizeCommand: ParsableCommand {
             if options.decode {
                 let ids = try parseIdList(text, context: "--text")
                 let decoded = tok.decode(ids, skipSpecialTokens: options.skipSpecial)
-                out.write(options.json ? "{\"text\":\(jsonString(decoded))}\n" : decoded + "\n")
+                out.write(options.json ? "{\"text\":\(JSONValue.quote(decoded))}\n" : decoded + "\n")
             } else {
                 let ids = try encode(tok, text, options.addSpecial, context: "--text", meter: &meter)
                 out.write(options.json ? "{\"ids\":\(jsonArray(ids)),\"count\":\(ids.count)}\n" : ids.map(String.init).joined(separator: " ") + "\n")
@@ -148,7 +149,7 @@ struct TokenizeCommand: ParsableCommand {
                     }
                     return id
                 }
-                out.write("{\"text\":\(jsonString(tok.decode(ids, skipSpecialTokens: options.skipSpecial)))}\n")
+                out.write("{\"text\":\(JSONValue.quote(tok.decode(ids, skipSpecialTokens: options.skipSpecial)))}\n")
             } else {
                 guard let text = (value as? [String: Any])?["text"] as? String else {
                     throw TokenizeCommandError(message: "\(where_): expected a JSON object with a string \"text\"")
@@ -302,23 +303,3 @@ private func jsonArray(_ ids: [Int]) -> String {
     "[" + ids.map(String.init).joined(separator: ",") + "]"
 }
 
-/// A JSON string literal (UTF-8 kept as is; quotes, backslashes and controls escaped).
-private func jsonString(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if scalar.value < 0x20 {
-                out += String(format: "\\u%04x", scalar.value)
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return out + "\""
-}

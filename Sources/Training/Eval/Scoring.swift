@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 // MARK: - Errors
 
@@ -71,12 +72,12 @@ public struct PredictionRow: Sendable, Equatable {
     /// The row as one JSON line (keys in the documented order, no trailing newline).
     public func jsonLine() -> String {
         var parts: [String] = ["\"index\": \(index)"]
-        if let prompt { parts.append("\"prompt\": " + jsonQuote(prompt)) }
-        parts.append("\"output\": " + jsonQuote(output))
-        parts.append("\"prediction\": " + jsonQuote(prediction))
-        parts.append("\"answer\": " + jsonQuote(answer))
+        if let prompt { parts.append("\"prompt\": " + JSONValue.quote(prompt)) }
+        parts.append("\"output\": " + JSONValue.quote(output))
+        parts.append("\"prediction\": " + JSONValue.quote(prediction))
+        parts.append("\"answer\": " + JSONValue.quote(answer))
         parts.append("\"correct\": \(correct)")
-        parts.append("\"prediction_strict\": " + jsonQuote(predictionStrict))
+        parts.append("\"prediction_strict\": " + JSONValue.quote(predictionStrict))
         parts.append("\"correct_strict\": \(correctStrict)")
         return "{" + parts.joined(separator: ", ") + "}"
     }
@@ -218,25 +219,3 @@ public func writePredictions(_ rows: [PredictionRow], to url: URL) throws {
     }
 }
 
-/// JSON string literal with the escapes RFC 8259 requires (non-ASCII text stays UTF-8).
-fileprivate func jsonQuote(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        default:
-            if u.value < 0x20 {
-                out += String(format: "\\u%04x", u.value)
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
-}
