@@ -31,7 +31,7 @@ let package = Package(
         ),
         .target(name: "LLMCore", dependencies: ["COpenBLAS"], swiftSettings: release),
         .target(name: "Adapters", dependencies: ["LLMCore"], swiftSettings: release),
-        .target(name: "Tokenize", dependencies: ["CSentencePiece"], swiftSettings: release),
+        .target(name: "Tokenize", dependencies: ["CSentencePiece", "LLMCore"], swiftSettings: release),
         .target(name: "Training", dependencies: ["LLMCore", "Adapters", "Tokenize", "Yams"], swiftSettings: release),
         .executableTarget(
             name: "finetune",
@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["LLMCore"], path: "Tests/TestSupport"),
         .testTarget(name: "LLMCoreTests", dependencies: ["LLMCore", "TestSupport"]),
         .testTarget(name: "AdaptersTests", dependencies: ["Adapters", "LLMCore", "TestSupport"]),
-        .testTarget(name: "TokenizeTests", dependencies: ["Tokenize", "TestSupport"]),
+        .testTarget(name: "TokenizeTests", dependencies: ["Tokenize", "LLMCore", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tokenize", "LLMCore", "Adapters", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -1,20 +1,58 @@
 import Foundation
 
-/// Element types of tensors in checkpoint files (safetensors names).
+/// Element types of tensors: the safetensors names, plus the GGML block-quantized formats of
+/// GGUF files (which hold whole blocks of `blockElements` values in `blockBytes` bytes).
 public enum DType: String, Sendable, CaseIterable {
     case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
     case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
+    case q4_0 = "Q4_0", q4_1 = "Q4_1", q5_0 = "Q5_0", q5_1 = "Q5_1", q8_0 = "Q8_0"
+    case q4_K = "Q4_K", q5_K = "Q5_K", q6_K = "Q6_K"
 
+    /// The safetensors dtypes (quantized formats exist only in GGUF files).
+    public static let safetensorsTypes: [DType] = [.f64, .f32, .f16, .bf16, .i64, .i32, .i16, .i8, .u8, .bool]
+
+    /// Bytes per element; only for element (non-block) types.
     public var byteSize: Int {
         switch self {
         case .f64, .i64: return 8
         case .f32, .i32: return 4
         case .f16, .bf16, .i16: return 2
         case .i8, .u8, .bool: return 1
+        default: preconditionFailure("\(rawValue) is block-quantized: use storageBytes(elements:)")
         }
     }
 
-    public var isFloatingPoint: Bool { self == .f64 || self == .f32 || self == .f16 || self == .bf16 }
+    public var isQuantized: Bool { blockElements > 1 }
+
+    /// Elements per block (1 for element types; 32 or 256 for GGML quantized formats).
+    public var blockElements: Int {
+        switch self {
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return 32
+        case .q4_K, .q5_K, .q6_K: return 256
+        default: return 1
+        }
+    }
+
+    /// Bytes per block (ggml's `type_size`).
+    public var blockBytes: Int {
+        switch self {
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q5_0: return 22
+        case .q5_1: return 24
+        case .q8_0: return 34
+        case .q4_K: return 144
+        case .q5_K: return 176
+        case .q6_K: return 210
+        default: return byteSize
+        }
+    }
+
+    /// Bytes that `elements` values occupy (`elements` must be a multiple of `blockElements`).
+    public func storageBytes(elements: Int) -> Int { elements / blockElements * blockBytes }
+
+    /// Float-valued weights: IEEE types and the quantized formats.
+    public var isFloatingPoint: Bool { self == .f64 || self == .f32 || self == .f16 || self == .bf16 || isQuantized }
 
     /// The name transformers writes in config.json (`torch_dtype` / `dtype`).
     public var torchName: String {
@@ -29,6 +67,7 @@ public enum DType: String, Sendable, CaseIterable {
         case .i8: return "int8"
         case .u8: return "uint8"
         case .bool: return "bool"
+        default: return rawValue.lowercased()
         }
     }
 }
@@ -99,5 +138,7 @@ public func widenToFloat(_ src: UnsafeRawPointer, dtype: DType, count: Int, into
     case .u8, .bool:
         let s = src.assumingMemoryBound(to: UInt8.self)
         for i in 0..<count { dst[i] = Float(s[i]) }
+    case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K:
+        dequantize(src, dtype: dtype, count: count, into: dst)
     }
 }

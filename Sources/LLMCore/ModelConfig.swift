@@ -86,6 +86,11 @@ public struct ModelConfig: Sendable {
             throw ModelError.invalidConfig(file: file, reason: "not valid JSON")
         }
         guard let obj = json.object else { throw ModelError.invalidConfig(file: file, reason: "config is not a JSON object") }
+        return try parse(object: obj, file: file)
+    }
+
+    /// A config from config.json's top-level object.
+    public static func parse(object obj: [String: JSONValue], file: String) throws -> ModelConfig {
 
         func int(_ key: String, default def: Int? = nil) throws -> Int {
             if let v = obj[key], !v.isNull {

@@ -105,9 +105,10 @@ public final class ModelWeights: @unchecked Sendable {
     public static func load(path: String, randomDType: DType = .bf16) throws -> ModelWeights {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ModelError.missingFile(path: path, what: "--model: a model directory or a config.json")
+            throw ModelError.missingFile(path: path, what: "--model: a model directory, a .gguf file or a config.json")
         }
         if isDir.boolValue { return try load(directory: URL(fileURLWithPath: path)) }
+        if path.lowercased().hasSuffix(".gguf") { return try load(gguf: path) }
         let config = try ModelConfig.load(URL(fileURLWithPath: path))
         return try random(config: config, dtype: randomDType)
     }

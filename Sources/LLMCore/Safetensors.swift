@@ -26,7 +26,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable {
         case let .headerLengthPastEnd(f, h, s): return "\(f): header length \(h) runs past the end of the file (\(s) bytes)"
         case let .invalidHeader(f, r): return "\(f): invalid safetensors header: \(r)"
         case let .invalidEntry(f, t, r): return "\(f): tensor '\(t)': \(r)"
-        case let .unknownDType(f, t, d): return "\(f): tensor '\(t)': unknown dtype '\(d)' (expected one of \(DType.allCases.map(\.rawValue).joined(separator: ", ")))"
+        case let .unknownDType(f, t, d): return "\(f): tensor '\(t)': unknown dtype '\(d)' (expected one of \(DType.safetensorsTypes.map(\.rawValue).joined(separator: ", ")))"
         case let .offsetsOutOfRange(f, t, b, e, s): return "\(f): tensor '\(t)': data_offsets [\(b), \(e)] outside the data section of \(s) bytes"
         case let .byteCountMismatch(f, t, sh, d, exp, act): return "\(f): tensor '\(t)': shape \(sh) of \(d) needs \(exp) bytes but data_offsets span \(act)"
         case let .overlap(f, t, o): return "\(f): tensors '\(t)' and '\(o)' overlap in the data section"
@@ -205,7 +205,7 @@ public struct SafetensorsFile: @unchecked Sendable {
             guard let ds = value["dtype"]?.string else {
                 throw SafetensorsError.invalidEntry(file: path, tensor: name, reason: "missing string 'dtype'")
             }
-            guard let dtype = DType(rawValue: ds) else {
+            guard let dtype = DType(rawValue: ds), DType.safetensorsTypes.contains(dtype) else {
                 throw SafetensorsError.unknownDType(file: path, tensor: name, dtype: ds)
             }
             guard let shapeAny = value["shape"]?.array, let shape = Self.nonNegativeInts(shapeAny) else {
@@ -350,6 +350,12 @@ public enum SafetensorsWriter {
 /// Writes files as temp + fsync + rename so a crash never leaves a half-written output.
 public enum AtomicFile {
     public static func write(_ data: Data, to url: URL) throws {
+        try stream(to: url) { try $0.write(contentsOf: data) }
+    }
+
+    /// Streams a file through `body` into a temporary name beside `url`, fsyncs, then renames;
+    /// on any error the temporary file is removed and the error rethrown.
+    public static func stream(to url: URL, _ body: (FileHandle) throws -> Void) throws {
         let dir = url.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -358,7 +364,7 @@ public enum AtomicFile {
         }
         let h = try FileHandle(forWritingTo: tmp)
         do {
-            try h.write(contentsOf: data)
+            try body(h)
             try h.synchronize()
             try h.close()
         } catch {

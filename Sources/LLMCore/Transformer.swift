@@ -159,7 +159,7 @@ public final class TransformerModel: @unchecked Sendable {
         var r0 = 0
         while r0 < V {
             let rows = min(chunk, V - r0)
-            widenToFloat(view.data + r0 * C * view.dtype.byteSize, dtype: view.dtype, count: rows * C, into: buf)
+            widenToFloat(view.data + view.dtype.storageBytes(elements: r0 * C), dtype: view.dtype, count: rows * C, into: buf)
             body(r0, rows, UnsafePointer(buf))
             r0 += rows
         }
@@ -200,9 +200,9 @@ public final class TransformerModel: @unchecked Sendable {
 
     func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
         let view = weights.view("model.embed_tokens.weight")
-        let C = config.hiddenSize, bytes = view.dtype.byteSize
+        let C = config.hiddenSize, rowBytes = view.dtype.storageBytes(elements: C)
         for (n, t) in tokens.enumerated() {
-            widenToFloat(view.data + Int(t) * C * bytes, dtype: view.dtype, count: C, into: out + n * C)
+            widenToFloat(view.data + Int(t) * rowBytes, dtype: view.dtype, count: C, into: out + n * C)
         }
     }
 
