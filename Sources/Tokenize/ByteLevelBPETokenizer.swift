@@ -82,6 +82,12 @@ public final class ByteLevelBPETokenizer: Tokenizer {
         try self.init(file: file, path: vocabPath, config: config)
     }
 
+    /// Builds the tokenizer from a vocabulary, merges and pipeline assembled elsewhere in this
+    /// module (GGUF metadata: GGUFTokenizer.swift).
+    convenience init(parts file: TokenizerJSONFile, path: String, config: TokenizerConfig?) throws {
+        try self.init(file: file, path: path, config: config)
+    }
+
     private init(file: TokenizerJSONFile, path: String, config: TokenizerConfig?) throws {
         // Added tokens: tokenizer.json first, then any extra ones from tokenizer_config.json.
         var added = file.addedTokens

@@ -27,6 +27,11 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     case invalidUTF8(offset: Int)
     /// The regular expression of a Split pre-tokenizer could not be compiled.
     case invalidPattern(path: String, pattern: String, reason: String)
+    /// A GGUF metadata key the tokenizer needs is missing, or its value has the wrong type or shape.
+    case invalidGGUFMetadata(path: String, key: String, expected: String)
+    /// A GGUF metadata value (`tokenizer.ggml.model`, `tokenizer.ggml.pre`) names something this
+    /// library does not implement.
+    case unsupportedGGUFValue(path: String, key: String, value: String, supported: [String])
 
     public var description: String {
         switch self {
@@ -54,6 +59,10 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "input is not valid UTF-8 (first invalid byte at offset \(offset))"
         case let .invalidPattern(path, pattern, reason):
             return "\(path): cannot compile pre-tokenizer pattern \(pattern): \(reason)"
+        case let .invalidGGUFMetadata(path, key, expected):
+            return "\(path): GGUF metadata `\(key)`: expected \(expected)"
+        case let .unsupportedGGUFValue(path, key, value, supported):
+            return "\(path): GGUF metadata `\(key)` = \"\(value)\" is not supported (supported: \(supported.joined(separator: ", ")))"
         }
     }
 }

@@ -20,6 +20,7 @@ public func loadTokenizer(from url: URL) throws -> any Tokenizer {
     if isDirectory.boolValue {
         return try loadTokenizer(directory: url)
     }
+    if url.pathExtension.lowercased() == "gguf" { return try loadTokenizer(ggufPath: url.path) }
     let directory = url.deletingLastPathComponent()
     let config = try TokenizerConfig.load(inDirectory: directory)
     switch url.lastPathComponent {
