@@ -106,7 +106,8 @@ public enum AdapterMerge {
     public static func writeModel(_ weights: ModelWeights, adapters: AdapterSet, modelDirectory: URL, to output: URL,
                                   dtype: DType? = nil, maxShardSize: Int = 5_000_000_000) throws -> Report {
         let fm = FileManager.default
-        let outDType = dtype ?? weights.storageDType
+        // A quantized (GGUF) base has no safetensors dtype: bf16, as gguf_to_hf.py writes.
+        let outDType = dtype ?? (weights.storageDType.isQuantized ? .bf16 : weights.storageDType)
         guard [.f32, .bf16, .f16].contains(outDType) else {
             throw AdapterError.invalidOption("--dtype \(outDType.rawValue): expected bf16, f16 or f32")
         }
@@ -266,34 +267,23 @@ enum StreamingSafetensors {
         var headerBytes = Data(JSONText.render(.object(header), pretty: false).utf8)
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
 
-        let dir = url.deletingLastPathComponent()
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-            throw SafetensorsError.writeFailed(file: url.path, reason: "cannot create \(tmp.path)")
-        }
         do {
-            let h = try FileHandle(forWritingTo: tmp)
-            defer { try? h.close() }
-            var n = UInt64(headerBytes.count).littleEndian
-            try h.write(contentsOf: withUnsafeBytes(of: &n) { Data($0) })
-            try h.write(contentsOf: headerBytes)
-            for e in entries {
-                let d = try bytes(e)
-                guard d.count == e.byteCount else {
-                    throw SafetensorsError.writeFailed(file: url.path, reason: "tensor '\(e.name)': \(d.count) bytes for \(e.byteCount)")
+            try AtomicFile.stream(to: url) { h in
+                var n = UInt64(headerBytes.count).littleEndian
+                try h.write(contentsOf: withUnsafeBytes(of: &n) { Data($0) })
+                try h.write(contentsOf: headerBytes)
+                for e in entries {
+                    let d = try bytes(e)
+                    guard d.count == e.byteCount else {
+                        throw SafetensorsError.writeFailed(file: url.path, reason: "tensor '\(e.name)': \(d.count) bytes for \(e.byteCount)")
+                    }
+                    try h.write(contentsOf: d)
                 }
-                try h.write(contentsOf: d)
             }
-            try h.synchronize()
+        } catch let e as SafetensorsError {
+            throw e
         } catch {
-            try? FileManager.default.removeItem(at: tmp)
-            if let e = error as? SafetensorsError { throw e }
             throw SafetensorsError.writeFailed(file: url.path, reason: "\(error)")
-        }
-        if rename(tmp.path, url.path) != 0 {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: tmp)
-            throw SafetensorsError.writeFailed(file: url.path, reason: reason)
         }
     }
 }

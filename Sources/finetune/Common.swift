@@ -43,7 +43,7 @@ func reportingErrors(_ body: () throws -> Void) throws {
 // MARK: - Shared options
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model directory, or a bare config.json (random weights).")
+    @Option(help: "A Hugging Face model directory, a llama.cpp .gguf file, or a bare config.json (random weights).")
     var model: String
 
     @Option(help: "Threads for GEMMs and kernels (default: all cores).")
@@ -62,6 +62,11 @@ struct ModelOptions: ParsableArguments {
     /// The model directory's tokenizer, if it has one.
     func tokenizer() throws -> (any Tokenizer)? {
         var isDir: ObjCBool = false
+        if model.lowercased().hasSuffix(".gguf") {
+            // A GGUF without tokenizer metadata is like a directory without tokenizer files.
+            let g = try GGUFFile(path: model)
+            return g.metadata["tokenizer.ggml.model"] == nil ? nil : try loadTokenizer(gguf: g)
+        }
         guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir), isDir.boolValue else { return nil }
         let dir = URL(fileURLWithPath: model)
         let names = ["tokenizer.json", "vocab.json", "tokenizer.model"]
@@ -91,11 +96,14 @@ func parseIntList(_ s: String, flag: String) throws -> [Int] {
     }
 }
 
-func parseDType(_ s: String, flag: String) throws -> DType {
+func parseDType(_ s: String, flag: String, gguf: Bool = false) throws -> DType {
     switch s.lowercased() {
     case "bf16", "bfloat16": return .bf16
     case "f16", "fp16", "float16": return .f16
     case "f32", "fp32", "float32": return .f32
-    default: throw InputError("\(flag) '\(s)': expected bf16, f16 or f32")
+    case "q8_0" where gguf: return .q8_0
+    case "q4_0" where gguf: return .q4_0
+    case "q4_1" where gguf: return .q4_1
+    default: throw InputError("\(flag) '\(s)': expected bf16, f16 or f32" + (gguf ? ", q8_0, q4_0 or q4_1" : ""))
     }
 }

@@ -16,31 +16,24 @@ struct ExportCommand: ParsableCommand {
 
     @Option(help: "The adapter to convert (PEFT LoRA, PEFT LoKr or NdLinear-LoRA reference directory, or .safetensors).")
     var adapter: String
-    @Option(help: "peft-lora, peft-lokr or ndlinear-reference.") var format: String
-    @Option(help: "Output directory.") var output: String
-    @Option(help: "The base model directory or its config.json (module shapes, base_model_name_or_path).") var model: String?
+    @Option(help: "peft-lora, peft-lokr, ndlinear-reference, or gguf-lora (a llama.cpp LoRA file; LoRA adapters only).") var format: String
+    @Option(help: "Output directory; for gguf-lora the file itself when it ends in .gguf, else OUTPUT/adapter.gguf.") var output: String
+    @Option(help: "The base model directory, its config.json, or its .gguf (module shapes, base_model_name_or_path).") var model: String?
     @Option(help: "NdLinear α when the adapter files carry none (the reference's checkpoints; default 1.0).") var adapterAlpha: Float?
     @Flag(help: "Print a JSON summary on stdout.") var json = false
 
     func run() throws {
         try reportingErrors {
+            if format == "gguf-lora" { return try exportGGUFLoRA() }
             guard let fmt = AdapterFormat(rawValue: format) else {
-                throw InputError("--format '\(format)': expected \(AdapterFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw InputError("--format '\(format)': expected \(AdapterFormat.allCases.map(\.rawValue).joined(separator: ", ")) or gguf-lora")
             }
             let adapterURL = URL(fileURLWithPath: adapter)
             let outURL = URL(fileURLWithPath: output)
             if adapterURL.resolvingSymlinksInPath().standardizedFileURL.path == outURL.resolvingSymlinksInPath().standardizedFileURL.path {
                 throw InputError("--output \(output) is the --adapter directory; write the converted adapter elsewhere")
             }
-            var config: ModelConfig?
-            if let model {
-                var isDir: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir) else {
-                    throw InputError("--model \(model): not found (a model directory or its config.json)")
-                }
-                let u = URL(fileURLWithPath: model)
-                config = try ModelConfig.load(isDir.boolValue ? u.appendingPathComponent("config.json") : u)
-            }
+            let config = try model.map { try ModelConfig.load(modelPath: $0) }
             let inferred = config == nil
             let shapes = try config ?? AdapterIO.inferModelConfig(adapterAt: adapterURL)
             let set = try AdapterIO.load(adapterURL, config: shapes, ndlinearAlpha: adapterAlpha)
@@ -68,6 +61,20 @@ struct ExportCommand: ParsableCommand {
                 try printJSON(Out(output: output, format: fmt.rawValue, adapter_type: set.kind?.rawValue ?? "unknown",
                                   modules: set.adapters.count, parameters: set.parameterCount, base_model: base, shapes_inferred: inferred))
             }
+        }
+    }
+
+    /// `--format gguf-lora`: a llama.cpp LoRA adapter file for the GGUF base.
+    func exportGGUFLoRA() throws {
+        guard let model else { throw InputError("--format gguf-lora needs --model (the base .gguf, model directory or config.json)") }
+        let config = try ModelConfig.load(modelPath: model)
+        let set = try AdapterIO.load(URL(fileURLWithPath: adapter), config: config, ndlinearAlpha: adapterAlpha)
+        let out = output.lowercased().hasSuffix(".gguf") ? URL(fileURLWithPath: output) : URL(fileURLWithPath: output).appendingPathComponent("adapter.gguf")
+        let r = try GGUFExport.writeLoRA(set, config: config, baseName: URL(fileURLWithPath: model).lastPathComponent, to: out)
+        note("wrote llama.cpp LoRA adapter (\(r.modules) modules, alpha \(r.alpha)) to \(out.path); run it with llama-cli -m \(model) --lora \(out.path)")
+        if json {
+            struct Out: Encodable { let output: String; let format: String; let modules: Int; let alpha: Float }
+            try printJSON(Out(output: out.path, format: "gguf-lora", modules: r.modules, alpha: r.alpha))
         }
     }
 }

@@ -29,9 +29,7 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: model, isDirectory: &isDir) else { throw InputError("--model \(model): not found") }
-            let config = try ModelConfig.load(isDir.boolValue ? URL(fileURLWithPath: model).appendingPathComponent("config.json") : URL(fileURLWithPath: model))
+            let config = try ModelConfig.load(modelPath: model)
             guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected lora or ndlinear") }
             let targets = try TargetSelection.parse(modules: targetModules, layers: layers)
             try targets.validate(for: config)
