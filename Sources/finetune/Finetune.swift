@@ -15,8 +15,16 @@ struct Finetune: ParsableCommand {
         do {
             let args = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot(args)
+            // Only `train` is data-parallel; N copies of any other command would each redo
+            // the whole job and race on its output files.
+            if !(command is TrainCommand), let l = Launcher.detect(), l.size ?? 2 > 1 {
+                if (l.rank ?? 0) == 0 { note("error: launched by \(l.name): only `finetune train` runs under MPI; run this command as one process (without mpirun/srun)") }
+                Finetune.exit(withError: ExitCode(2))
+            }
             try command.run()
         } catch {
+            // Under a launcher every rank parses the same arguments: one usage message is enough.
+            if let r = Launcher.detect()?.rank, r != 0 { Foundation.exit(exitCode(for: error).rawValue) }
             exit(withError: error)
         }
     }

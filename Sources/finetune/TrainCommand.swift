@@ -12,6 +12,9 @@ struct TrainCommand: ParsableCommand {
         Writes OUTPUT/adapter/ (a PEFT directory: LORA, or LOKR for NdLinear-LoRA), OUTPUT/metrics.jsonl \
         (one row per optimizer step, plus val_loss rows), OUTPUT/checkpoints/step-N/, OUTPUT/run.json \
         and OUTPUT/loss.svg. SIGINT/SIGTERM finish the step, checkpoint and exit; --resume continues.
+        Data-parallel over MPI: `mpirun -np N finetune train ...` (or `srun --mpi=pmix`); each rank \
+        runs its share of every global batch (--global-batch, default batch-size × grad-accum × N) \
+        and rank 0 alone writes the outputs.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -36,6 +39,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Optimizer steps (instead of --epochs).") var steps: Int?
     @Option(help: "Sequences per micro-batch.") var batchSize: Int = 1
     @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
+    @Option(help: "Rows per optimizer step over all MPI ranks (default batch-size × grad-accum × ranks); each rank runs its share in micro-batches of --batch-size.") var globalBatch: Int?
     @Option(help: "Peak learning rate.") var lr: Double = 1e-4
     @Option(help: "Decoupled weight decay.") var weightDecay: Double = 0
     @Option(help: "AdamW betas B1,B2.") var adamBetas: String = "0.9,0.999"
@@ -64,7 +68,7 @@ struct TrainCommand: ParsableCommand {
         c.rslora = rslora; c.ndlinearInit = ndlinearInit; c.targetModules = targetModules; c.layers = layers
         c.adapterInit = adapterInit; c.adapterAlpha = adapterAlpha; c.template = template; c.maxLength = maxLength
         c.maskPrompt = !noMaskPrompt; c.packing = packing; c.epochs = epochs; c.steps = steps
-        c.batchSize = batchSize; c.gradAccum = gradAccum; c.lr = lr; c.weightDecay = weightDecay
+        c.batchSize = batchSize; c.gradAccum = gradAccum; c.globalBatch = globalBatch; c.lr = lr; c.weightDecay = weightDecay
         c.adamBetas = try adamBetas.split(separator: ",").map {
             guard let v = Double($0.trimmingCharacters(in: .whitespaces)) else { throw InputError("--adam-betas '\(adamBetas)': expected B1,B2") }
             return v
@@ -78,31 +82,57 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        // Under mpirun/srun join the job (MPI is never loaded otherwise).
+        let comm: any Communicator
+        do { comm = try Distributed.join() } catch {
+            if (Launcher.detect()?.rank ?? 0) == 0 { note("error: \(error)") }   // once per job, not once per rank
+            throw ExitCode(2)
+        }
+        guard comm.isDistributed else { return try reportingErrors { try train(comm) } }
+        // Ranks sharing a host split its cores unless --threads says otherwise.
+        if modelOptions.threads == nil {
+            BLAS.setThreads(max(1, ProcessInfo.processInfo.activeProcessorCount / comm.localSize))
+        }
+        do {
+            try train(comm)
+        } catch {
+            // Divergence and interrupts happen on every rank at the same step: reported once.
+            Distributed.exit(after: error, comm: comm) { e in
+                guard let t = e as? TrainingError else { return false }
+                switch t { case .diverged, .interrupted: return true; default: return false }
+            }
+        }
+        comm.finalize()
+    }
+
+    func train(_ comm: any Communicator) throws {
+        // Set-up failures on any rank stop every rank here, with one message.
+        let trainer = try Distributed.agree(comm) { () throws -> Trainer in
             let config = try trainConfig()
             try config.validate()
             let weights = try modelOptions.load()
             let tokenizer = try modelOptions.tokenizer()
-            let trainer = try Trainer(config: config, weights: weights, tokenizer: tokenizer)
-            let s = try trainer.run()
-            var lines = [String(format: "done: %d steps in %.1f s, %.0f tokens/s", s.steps, s.wallSeconds, s.tokensPerSecond)]
-            if let l = s.finalLoss { lines.append(String(format: "final training loss %.4f", l)) }
-            if let b = s.valLossBefore, let a = s.valLossAfter {
-                lines.append(String(format: "validation loss %.4f → %.4f (perplexity %.2f → %.2f)", b, a, exp(b), exp(a)))
-            } else if let a = s.valLossAfter {
-                lines.append(String(format: "validation loss %.4f", a))
+            return try Trainer(config: config, weights: weights, tokenizer: tokenizer, communicator: comm)
+        }
+        let s = try trainer.run()
+        guard comm.isRoot else { return }
+        var lines = [String(format: "done: %d steps in %.1f s, %.0f tokens/s", s.steps, s.wallSeconds, s.tokensPerSecond)]
+        if let l = s.finalLoss { lines.append(String(format: "final training loss %.4f", l)) }
+        if let b = s.valLossBefore, let a = s.valLossAfter {
+            lines.append(String(format: "validation loss %.4f → %.4f (perplexity %.2f → %.2f)", b, a, exp(b), exp(a)))
+        } else if let a = s.valLossAfter {
+            lines.append(String(format: "validation loss %.4f", a))
+        }
+        if let b = s.bestValLoss, let st = s.bestStep { lines.append(String(format: "best validation loss %.4f at step %d", b, st)) }
+        lines.append("adapter: \(s.adapterDirectory.path)")
+        for l in lines { note(l) }
+        if json {
+            struct Out: Encodable {
+                let steps: Int; let final_loss: Double?; let val_loss_before: Double?; let val_loss_after: Double?
+                let wall_s: Double; let tokens_per_s: Double; let adapter: String; let stopped_early: Bool
             }
-            if let b = s.bestValLoss, let st = s.bestStep { lines.append(String(format: "best validation loss %.4f at step %d", b, st)) }
-            lines.append("adapter: \(s.adapterDirectory.path)")
-            for l in lines { note(l) }
-            if json {
-                struct Out: Encodable {
-                    let steps: Int; let final_loss: Double?; let val_loss_before: Double?; let val_loss_after: Double?
-                    let wall_s: Double; let tokens_per_s: Double; let adapter: String; let stopped_early: Bool
-                }
-                try printJSON(Out(steps: s.steps, final_loss: s.finalLoss, val_loss_before: s.valLossBefore, val_loss_after: s.valLossAfter,
-                                  wall_s: s.wallSeconds, tokens_per_s: s.tokensPerSecond, adapter: s.adapterDirectory.path, stopped_early: s.stoppedEarly))
-            }
+            try printJSON(Out(steps: s.steps, final_loss: s.finalLoss, val_loss_before: s.valLossBefore, val_loss_after: s.valLossAfter,
+                              wall_s: s.wallSeconds, tokens_per_s: s.tokensPerSecond, adapter: s.adapterDirectory.path, stopped_early: s.stoppedEarly))
         }
     }
 }

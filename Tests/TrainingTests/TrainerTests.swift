@@ -104,6 +104,71 @@ import TestSupport
         if equalCounts { #expect(abs(acc.loss - meanOfMeans) < 1e-6) } else { #expect(abs(acc.loss - meanOfMeans) > 1e-3) }
     }
 
+    /// Packing two examples into one row (segment-isolated attention, positions restarting at 0)
+    /// gives the same loss and adapter gradients as the same two examples as padded rows.
+    @Test(arguments: [Kind.lora, Kind.ndlinear])
+    func packedRowEqualsPaddedRows(_ k: Kind) throws {
+        let f = FixtureModel.qwen3Tiny
+        let data = try f.batchJSONL()
+        let out = try temporaryDirectory("pack")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var c = Self.fixtureConfig(f, k, data: data, output: out)
+        c.steps = 1; c.warmupSteps = 0
+        let padded = try Trainer(config: c, weights: try f.load(), tokenizer: nil)
+        c.packing = true; c.maxLength = 64
+        let packed = try Trainer(config: c, weights: try f.load(), tokenizer: nil)
+        let a = try padded.accumulateGradients([[[0], [1]]])
+        let b = try packed.accumulateGradients([[[0, 1]]])
+        #expect(a.normalizer == b.normalizer && a.tokens == b.tokens)
+        #expect(abs(a.lossSum - b.lossSum) <= 1e-5 * abs(a.lossSum), "padded \(a.lossSum) packed \(b.lossSum)")
+        for (x, y) in zip(padded.adapters.parameters, packed.adapters.parameters) {
+            let ref = x.grad.array
+            #expect(maxAbs(ref) > 0)
+            #expect(maxAbsDiff(ref, y.grad.array) <= 1e-5 * maxAbs(ref), "\(k) \(x.role)")
+        }
+    }
+
+    /// SIGINT finishes the step, writes a complete checkpoint, exits 130, and --resume accepts it.
+    /// The child is started from a test thread (whose signal mask the child inherits), so this
+    /// also checks that the trainer unblocks SIGINT itself. stderr goes to a file, not a pipe,
+    /// so nothing blocks while we poll.
+    @Test func sigintCheckpointsAndExits() throws {
+        guard let exe = finetuneExecutable() else { Issue.record("finetune executable not built"); return }
+        let f = FixtureModel.llamaTiny
+        let out = try temporaryDirectory("sigint")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let errURL = out.appendingPathComponent("stderr.txt")
+        FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let p = Process()
+        p.executableURL = exe
+        p.arguments = ["train", "--model", f.directory.path, "--data", try f.batchJSONL().path, "--output", out.appendingPathComponent("run").path,
+                       "--adapter-type", "lora", "--r", "4", "--steps", "1000000", "--batch-size", "1", "--log-every", "1"]
+        p.standardError = try FileHandle(forWritingTo: errURL)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let metrics = out.appendingPathComponent("run/metrics.jsonl")
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, ((try? String(contentsOf: metrics, encoding: .utf8))?.split(separator: "\n").count ?? 0) < 3 {
+            usleep(20_000)
+        }
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        let err = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+        #expect(p.terminationReason == .exit && p.terminationStatus == 130, "\(err)")
+        #expect(err.contains("interrupted after step"), "\(err)")
+        let ck = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("run/checkpoints").path).filter { $0.hasPrefix("step-") }
+        #expect(ck.count == 1, "\(ck)")
+        if let d = ck.first {
+            #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("run/checkpoints/\(d)/COMPLETE").path))
+            let step = Int(d.dropFirst(5))!
+            let r = try runProcess(exe, ["train", "--model", f.directory.path, "--data", try f.batchJSONL().path, "--output", out.appendingPathComponent("run").path,
+                                         "--adapter-type", "lora", "--r", "4", "--steps", "\(step + 2)", "--batch-size", "1",
+                                         "--resume", out.appendingPathComponent("run").path])
+            #expect(r.status == 0, "\(r.err)")
+            #expect(try Self.metrics(out.appendingPathComponent("run")).compactMap { $0["step"]?.int }.max() == step + 2)
+        }
+    }
+
     static func cliArgs(_ f: FixtureModel, data: URL, output: URL, steps: Int = 6) -> [String] {
         ["train", "--model", f.directory.path, "--data", data.path, "--output", output.path,
          "--adapter-type", "ndlinear", "--alpha", "2", "--adapter-init", f.directory.appendingPathComponent("train/ndlinear_start.safetensors").path,

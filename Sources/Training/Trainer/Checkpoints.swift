@@ -17,6 +17,10 @@ struct TrainerState: Codable {
     var bad_evals: Int
     /// Dropout masks are a pure function of (seed, step, micro-batch); recorded for the reader.
     var rng: String
+    /// Rows per optimizer step over all ranks, and the ranks that wrote it (absent in older
+    /// checkpoints). The data position is global, so any number of ranks can continue.
+    var global_batch: Int?
+    var ranks: Int?
 }
 
 /// Checkpoint layout: `checkpoints/step-N/{adapter/, optimizer.safetensors, trainer_state.json, COMPLETE}`.
@@ -57,13 +61,14 @@ extension Trainer {
     func latestCheckpoint() -> URL? { Checkpoints.list(outputDir).last?.url }
 
     /// Writes `checkpoints/step-N` atomically and prunes old ones (`--keep-checkpoints`),
-    /// never the best-by-validation one.
+    /// never the best-by-validation one. Only rank 0 writes (every rank holds the same state).
     @discardableResult
     func saveCheckpoint() throws -> URL {
         let fm = FileManager.default
         let root = Checkpoints.directory(outputDir)
-        try fm.createDirectory(at: root, withIntermediateDirectories: true)
         let final = root.appendingPathComponent("step-\(step)")
+        guard comm.isRoot else { return final }
+        try fm.createDirectory(at: root, withIntermediateDirectories: true)
         let tmp = root.appendingPathComponent(".step-\(step).tmp-\(getpid())")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
@@ -75,10 +80,11 @@ extension Trainer {
             entries.append(SafetensorsEntry(name: "v.\(i)", shape: p.shape, floats: v[i]))
         }
         try SafetensorsWriter.write(entries, to: tmp.appendingPathComponent("optimizer.safetensors"))
-        if fault?.kind == "sigkill-in-checkpoint", fault?.step == step { kill(getpid(), SIGKILL) }
+        if faultFires("sigkill-in-checkpoint") { kill(getpid(), SIGKILL) }
         let state = TrainerState(step: step, position: stream.position, optimizer_step: optimizer.step, total_steps: totalSteps,
                                  seed: config.seed, best_val_loss: bestVal?.loss, best_step: bestVal?.step, bad_evals: badEvals,
-                                 rng: "data order = f(seed, epoch); dropout masks = f(seed, step, micro-batch)")
+                                 rng: "data order = f(seed, epoch); dropout masks = f(seed, step, global micro-batch index)",
+                                 global_batch: globalBatch, ranks: comm.size)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
@@ -115,6 +121,11 @@ extension Trainer {
         let state = try JSONDecoder().decode(TrainerState.self, from: stateData)
         guard state.total_steps == totalSteps || config.steps != nil else {
             throw TrainingError.checkpoint("\(ckpt.path) was written by a run of \(state.total_steps) steps; this one has \(totalSteps) (same data and flags expected)")
+        }
+        if let g = state.global_batch, g != globalBatch {
+            log("warning: \(ckpt.path) was trained with a global batch of \(g) rows, this run uses \(globalBatch)"
+                + " (\(comm.size) rank\(comm.size == 1 ? "" : "s")); the continuation differs from the original run. "
+                + "Keep it with --global-batch \(g)")
         }
         let saved = try AdapterIO.load(ckpt.appendingPathComponent("adapter"), config: model.config)
         let ours = adapters.parameters, theirs = saved.parameters

@@ -26,6 +26,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var steps: Int?
     public var batchSize: Int = 1
     public var gradAccum: Int = 1
+    /// Rows per optimizer step over all ranks (default `batchSize · gradAccum · ranks`); each
+    /// rank runs its share in micro-batches of at most `batchSize` rows (issue 11).
+    public var globalBatch: Int?
     public var lr: Double = 1e-4
     public var weightDecay: Double = 0
     public var adamBetas: [Double] = [0.9, 0.999]
@@ -65,6 +68,10 @@ public struct TrainConfig: Codable, Sendable, Equatable {
         guard r > 0 else { throw bad("--r \(r): must be positive") }
         guard maxLength > 1 else { throw bad("--max-length \(maxLength): must be at least 2") }
         guard batchSize > 0, gradAccum > 0 else { throw bad("--batch-size and --grad-accum must be positive") }
+        if let g = globalBatch {
+            guard g > 0 else { throw bad("--global-batch \(g): must be positive") }
+            guard gradAccum == 1 else { throw bad("give --global-batch or --grad-accum, not both (with --global-batch the accumulation follows from --batch-size and the number of ranks)") }
+        }
         guard lr >= 0, lr.isFinite else { throw bad("--lr \(lr): must be a finite number ≥ 0") }
         guard adamBetas.count == 2, adamBetas.allSatisfy({ $0 >= 0 && $0 < 1 }) else { throw bad("--adam-betas: expected two numbers in [0, 1), e.g. 0.9,0.999") }
         guard adamEps > 0 else { throw bad("--adam-eps must be positive") }
