@@ -18,7 +18,7 @@ struct MergeCommand: ParsableCommand {
     @Option(help: "The adapter to merge (PEFT LoRA, PEFT LoKr or NdLinear-LoRA reference).") var adapter: String
     @Option(help: "NdLinear α when the adapter files carry none (the reference's checkpoints; default 1.0).") var adapterAlpha: Float?
     @Option(help: "Output directory.") var output: String
-    @Option(help: "bf16, f16 or f32 (default: the base's stored dtype); for a GGUF base also q8_0, q4_0, q4_1 (default: each tensor's own type, or f16 for K-quants).") var dtype: String?
+    @Option(help: "bf16, f16 or f32 (default: the base's stored dtype); for a GGUF base also q8_0, q4_0, q4_1 (default: each tensor's own type if f32/f16/bf16, else f16).") var dtype: String?
     @Option(help: "Largest weight file before sharding, as transformers' max_shard_size: bytes or 500MB, 5GB, 2GiB ...")
     var maxShardSize: String = "5GB"
     @Option(help: "Threads for the merge GEMMs.") var threads: Int?

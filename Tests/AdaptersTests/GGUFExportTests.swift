@@ -76,8 +76,8 @@ import TestSupport
         #expect(maxAbsDiff(adapted, viaMerge) <= 1e-4 * max(1, maxAbs(adapted)), "\(f) \(kind)")
     }
 
-    /// Merging at the base's quantized precision (Q8_0 here) stores the merged weights quantized;
-    /// what that rounding costs is reported.
+    /// A quantized base merges to F16 by default; asked for, the merge is stored quantized (Q8_0
+    /// here) and what that rounding costs is reported.
     @Test func mergeKeepsQuantizedPrecision() throws {
         let f = FixtureModel.qwen2Tiny
         let baseURL = Self.dir.appendingPathComponent("q8-base.gguf")
@@ -86,7 +86,9 @@ import TestSupport
         #expect(weights.storageDType == .q8_0)
         let set = try AdapterIO.load(f.directory.appendingPathComponent("lora"), config: weights.config)
         let out = Self.dir.appendingPathComponent("q8-merged.gguf")
-        let report = try GGUFExport.writeMergedModel(weights, adapters: set, base: try GGUFFile(path: baseURL.path), to: out)
+        let byDefault = try GGUFExport.writeMergedModel(weights, adapters: set, base: try GGUFFile(path: baseURL.path), to: out)
+        #expect(byDefault.dtype == "F16")
+        let report = try GGUFExport.writeMergedModel(weights, adapters: set, base: try GGUFFile(path: baseURL.path), dtype: .q8_0, to: out)
         #expect(report.dtype == "Q8_0")
         #expect(report.maxRoundingError > 0 && report.maxRoundingError < 0.01)
         let merged = try GGUFFile(path: out.path)
