@@ -30,8 +30,11 @@ echo "== evaluate on 50 GSM8K test problems (greedy), before and after"
 "$bin" eval --model models/stories260K --adapter "$out/adapter" --data data/gsm8k-test-50.jsonl --template ndlinear \
   --max-new-tokens 128 --batch-size 10 --output "$out/preds.jsonl" --append-results "$out/results.jsonl"
 
+echo "== report (base vs adapter)"
+"$bin" report --results "$out/results.jsonl" --output "$out/results.md" --svg "$out/results.svg"
+
 echo "== export and merge"
 "$bin" export --adapter "$out/adapter" --format ndlinear-reference --output "$out/adapter-ndlinear-reference" --model models/stories260K
 "$bin" merge --model models/stories260K --adapter "$out/adapter" --output "$out/merged" --dtype f32
 
-echo "== outputs in $out: adapter/ (PEFT LoKr), adapter-ndlinear-reference/, merged/, metrics.jsonl, loss.svg, preds.jsonl"
+echo "== outputs in $out: adapter/ (PEFT LoKr), adapter-ndlinear-reference/, merged/, metrics.jsonl, loss.svg, preds.jsonl, results.md, results.svg"

@@ -7,7 +7,7 @@ struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
         abstract: "Fine-tune Llama/Qwen models with LoRA or NdLinear-LoRA adapters on the CPU.",
-        subcommands: [TrainCommand.self, GenerateCommand.self, LogitsCommand.self, InspectCommand.self, BenchCommand.self, TokenizeCommand.self, EvalCommand.self, ExportCommand.self, MergeCommand.self]
+        subcommands: [TrainCommand.self, GenerateCommand.self, LogitsCommand.self, InspectCommand.self, BenchCommand.self, TokenizeCommand.self, EvalCommand.self, ExportCommand.self, MergeCommand.self, ReportCommand.self]
     )
 
     /// Expands `--config FILE` into flags before parsing (flags on the command line win).
