@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 /// Loads the tokenizer of a model directory or a tokenizer file.
 ///
@@ -7,7 +8,8 @@ import Foundation
 /// otherwise a SentencePiece model). A `tokenizer.json` that is not byte-level BPE (e.g. the
 /// SentencePiece-style one of Llama 2 / TinyLlama) is skipped in favour of `tokenizer.model`
 /// when that exists. `tokenizer_config.json` beside the files supplies bos/eos/pad, added
-/// tokens and `add_bos_token` / `add_eos_token`.
+/// tokens and `add_bos_token` / `add_eos_token`. (The model's chat template is loaded separately,
+/// by `loadChatTemplate(from:)`.)
 ///
 /// For `vocab.json` + `merges.txt`, the split pattern comes from `tokenizer_class` in
 /// tokenizer_config.json: Qwen2Tokenizer → Qwen2 pattern with NFC, anything else → GPT-2.
@@ -79,6 +81,34 @@ private func loadModelFile(_ url: URL, config: TokenizerConfig?) throws -> any T
         return try TiktokenTokenizer(modelFile: url, config: config)
     }
     return try SentencePieceTokenizer(modelData: data, path: url.path, config: config)
+}
+
+// MARK: - Chat template
+
+/// The chat template that comes with a model, found where transformers looks: a directory's
+/// `chat_template.jinja` (the transformers ≥ 4.43 layout; it wins over the config), else the
+/// `chat_template` of its `tokenizer_config.json` (a string, or a list of `{name, template}`
+/// where "default" wins); a `.gguf` file's `tokenizer.chat_template`; for any other file, the
+/// files beside it.
+/// - Returns: nil when the model has no chat template.
+/// - Throws: `TokenizerError` for unreadable files, `ChatTemplateError` when the template does
+///   not parse.
+public func loadChatTemplate(from url: URL) throws -> ChatTemplate? {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+        throw TokenizerError.missingFile(path: url.path, expected: "a model directory, tokenizer file or .gguf file")
+    }
+    let source: String?
+    if !isDirectory.boolValue {
+        if url.pathExtension.lowercased() != "gguf" { return try loadChatTemplate(from: url.deletingLastPathComponent()) }
+        source = try GGUFFile(path: url.path).metadata[GGUFKey.chatTemplate]?.string
+    } else {
+        let jinja = url.appendingPathComponent("chat_template.jinja")
+        source = FileManager.default.fileExists(atPath: jinja.path)
+            ? String(decoding: try readFile(jinja, expected: "chat_template.jinja"), as: UTF8.self)
+            : try TokenizerConfig.load(inDirectory: url)?.chatTemplate
+    }
+    return try source.map { try ChatTemplate(source: $0) }
 }
 
 // MARK: - Convenience

@@ -73,6 +73,21 @@ struct ModelOptions: ParsableArguments {
         guard names.contains(where: { FileManager.default.fileExists(atPath: dir.appendingPathComponent($0).path) }) else { return nil }
         return try loadTokenizer(from: dir)
     }
+
+    /// The model's chat template bound to its tokenizer when `template` is `chat` (nil for the
+    /// other templates, which need none).
+    func chat(template: String, tokenizer: (any Tokenizer)?) throws -> PromptTemplate.Chat? {
+        guard (try? PromptTemplate(name: template)) == .chat else { return nil }
+        let template: ChatTemplate?
+        do { template = try loadChatTemplate(from: URL(fileURLWithPath: model)) } catch let e as ChatTemplateError {
+            throw InputError("--template chat: the chat template of \(model) cannot be used: \(e)")
+        }
+        guard let t = template else {
+            throw InputError("--template chat: \(model) has no chat template (chat_template.jinja, `chat_template` in "
+                             + "tokenizer_config.json, or GGUF tokenizer.chat_template)")
+        }
+        return PromptTemplate.Chat(template: t, tokenizer: tokenizer)
+    }
 }
 
 struct AdapterOptions: ParsableArguments {

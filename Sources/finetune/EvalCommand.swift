@@ -16,7 +16,8 @@ struct EvalCommand: ParsableCommand {
         abstract: "Score a model (and adapter) on a test set: generation accuracy, or target loss.",
         discussion: """
         Generation (default): each record's prompt is the template's prompt part, the model \
-        continues it (greedy, or beam search with --num-beams), stopping at EOS, at the template's \
+        continues it (greedy, or beam search with --num-beams), stopping at EOS (with --template chat \
+        also at the chat template's end-of-turn token), at the template's \
         next-section marker or after --max-new-tokens, and the answer is extracted and scored as \
         LLM-Adapters does (accuracy) and by our stricter rule (accuracy_strict). --output writes \
         preds.jsonl (index, prompt, output, prediction, answer, correct, ...).
@@ -31,7 +32,7 @@ struct EvalCommand: ParsableCommand {
     @OptionGroup var adapter: AdapterOptions
     @Option(help: "Test data: JSON array or JSONL (instruction/input/output/answer, GSM8K question/answer, CSQA).") var data: String?
     @Option(help: "auto, or one of: \(EvalTask.allCases.map(\.rawValue).joined(separator: ", ")).") var task: String = "auto"
-    @Option(help: "ndlinear, alpaca, llm-adapters, raw or auto (as for training).") var template: String = "auto"
+    @Option(help: "ndlinear, alpaca, llm-adapters, raw, chat (the model's own chat template) or auto (as for training).") var template: String = "auto"
     @Option(help: "Maximum new tokens per item (default 256 for math tasks, 32 for commonsense ones, as LLM-Adapters).") var maxNewTokens: Int?
     @Option(help: "Prompts decoded together (greedy: sequences in flight; beam search: prompts per batch).") var batchSize: Int = 8
     @Option(help: "Beams per prompt (1 = greedy; LLM-Adapters uses 4).") var numBeams: Int = 1
@@ -131,8 +132,9 @@ struct EvalCommand: ParsableCommand {
                        correct: s.correct, correct_strict: s.correctStrict, wall_s: wall, preds: path, output: output)
     }
 
-    /// Loads the model, tokenizer and adapter, and the data (with `--limit`).
-    func load(model path: String, data: String) throws -> (TransformerModel, (any Tokenizer)?, [Example]) {
+    /// Loads the model, tokenizer, chat template (for `--template chat`) and adapter, and the
+    /// data (with `--limit`).
+    func load(model path: String, data: String) throws -> (TransformerModel, (any Tokenizer)?, PromptTemplate.Chat?, [Example]) {
         var args = ["--model", path]
         if let threads { args += ["--threads", String(threads)] }
         let options = try ModelOptions.parse(args)
@@ -142,8 +144,9 @@ struct EvalCommand: ParsableCommand {
         let examples = limit.map { Array(loaded.examples.prefix($0)) } ?? loaded.examples
         let weights = try options.load()
         let tokenizer = try options.tokenizer()
+        let chat = try options.chat(template: template, tokenizer: tokenizer)
         let adapters = try adapter.load(config: weights.config)
-        return (TransformerModel(weights: weights, adapters: adapters), tokenizer, examples)
+        return (TransformerModel(weights: weights, adapters: adapters), tokenizer, chat, examples)
     }
 
     /// Generate and score.
@@ -152,13 +155,13 @@ struct EvalCommand: ParsableCommand {
         guard numBeams >= 1 else { throw InputError("--num-beams must be ≥ 1, got \(numBeams)") }
         if let m = maxNewTokens, m < 1 { throw InputError("--max-new-tokens must be ≥ 1, got \(m)") }
         let template = try parseTemplate()
-        let (model, tokenizer, examples) = try load(model: path, data: data)
+        let (model, tokenizer, chat, examples) = try load(model: path, data: data)
         guard let tokenizer else {
             throw InputError("--model \(path): no tokenizer files (tokenizer.json, vocab.json + merges.txt or tokenizer.model); eval builds text prompts and needs one")
         }
         let target = try resolveEvalTarget(task: task, path: data, examples: examples)
         let options = EvalOptions(template: template, maxNewTokens: maxNewTokens, batchSize: batchSize,
-                                  numBeams: numBeams, lengthPenalty: lengthPenalty)
+                                  numBeams: numBeams, lengthPenalty: lengthPenalty, chat: chat)
         note("eval \(target.name) (\(target.rule)): \(examples.count) items, template \(template.rawValue), "
              + (numBeams > 1 ? "beam search with \(numBeams) beams" : "greedy")
              + ", batch \(batchSize), max \(options.maxNewTokens ?? defaultMaxNewTokens(for: target)) new tokens")
@@ -187,9 +190,9 @@ struct EvalCommand: ParsableCommand {
         guard maxLength >= 1 else { throw InputError("--max-length must be ≥ 1, got \(maxLength)") }
         if numBeams != 1 || output != nil { throw InputError("--metric loss generates nothing: --num-beams and --output do not apply") }
         let template = try parseTemplate()
-        let (model, tokenizer, examples) = try load(model: path, data: data)
+        let (model, tokenizer, chat, examples) = try load(model: path, data: data)
         let r = try evaluateLoss(model: model, tokenizer: tokenizer, examples: examples, template: template,
-                                 maxLength: maxLength, batchSize: batchSize, strict: strict)
+                                 maxLength: maxLength, batchSize: batchSize, strict: strict, chat: chat)
         for w in r.warnings { note("warning: \(w)") }
         let name = task?.rawValue ?? EvalTask.detect(path: data)?.rawValue
         let wall = Date().timeIntervalSince(start)

@@ -31,7 +31,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Layers to adapt, e.g. 0-3,7 (default all).") var layers: String?
     @Option(help: "Start from an existing adapter's values (directory or .safetensors).") var adapterInit: String?
     @Option(help: "NdLinear α for --adapter-init files that carry none.") var adapterAlpha: Float?
-    @Option(help: "ndlinear, alpaca, llm-adapters, raw or auto.") var template: String = "auto"
+    @Option(help: "ndlinear, alpaca, llm-adapters, raw, chat (the model's own chat template) or auto.") var template: String = "auto"
     @Option(help: "Truncate examples to this many tokens.") var maxLength: Int = 512
     @Flag(help: "Train on the prompt tokens too.") var noMaskPrompt = false
     @Flag(help: "Pack several examples per sequence (attention stays within each).") var packing = false
@@ -112,7 +112,8 @@ struct TrainCommand: ParsableCommand {
             try config.validate()
             let weights = try modelOptions.load()
             let tokenizer = try modelOptions.tokenizer()
-            return try Trainer(config: config, weights: weights, tokenizer: tokenizer, communicator: comm)
+            let chat = try modelOptions.chat(template: config.template, tokenizer: tokenizer)
+            return try Trainer(config: config, weights: weights, tokenizer: tokenizer, chat: chat, communicator: comm)
         }
         let s = try trainer.run()
         guard comm.isRoot else { return }

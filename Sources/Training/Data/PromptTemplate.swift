@@ -1,4 +1,5 @@
 import Foundation
+import Tokenize
 
 // MARK: - Templates
 
@@ -50,6 +51,18 @@ import Foundation
 /// **`raw`** — `{text}` records: stripped, all tokens trained, BOS/EOS as the `ndlinear`
 /// reference's text branch adds them.
 ///
+/// **`chat`** — the model's own Jinja chat template (`Chat`, from `chat_template.jinja`,
+/// tokenizer_config.json or GGUF metadata), rendered as transformers' `apply_chat_template`
+/// does. An instruction record (GSM8K and CSQA converted as above) becomes one user message,
+/// `instruction`, or `instruction + "\n\n" + input` when `input` is non-empty (no stripping),
+/// and, for training, one assistant message, `output` (an `answer` is not appended: the chat
+/// format is the format). prompt = render([user], add_generation_prompt=True); full =
+/// render([user, assistant]); the target is `full` minus the `prompt` prefix (a template that
+/// rewrites earlier turns so that `full` does not start with `prompt` is an error naming the
+/// record). The text already holds BOS and end-of-turn tokens, so it is tokenized without
+/// special tokens and no EOS is appended (`apply_chat_template(tokenize=True)`); generation
+/// stops at the template's end-of-turn token (`Chat.endOfTurnTokenId`).
+///
 /// **`auto`** — per record: pre-tokenized → used as is; `{text}` → `raw`; everything else
 /// (instruction, GSM8K converted to instruction/output/answer, CSQA) → `ndlinear`, except an
 /// instruction record without `answer` (plain Alpaca data), which `ndlinear` cannot render
@@ -59,6 +72,7 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
     case alpaca
     case llmAdapters = "llm-adapters"
     case raw
+    case chat
     case auto
 
     /// Parses a template name (case-insensitive; `_` and `-` are interchangeable).
@@ -70,7 +84,11 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
 
     /// How one record is turned into tokens after `auto` and the record kind are resolved.
     public enum Mode: String, Sendable, Equatable {
-        case ndlinear, alpaca, llmAdapters = "llm-adapters", raw, pretokenized
+        case ndlinear, alpaca, llmAdapters = "llm-adapters", raw, chat, pretokenized
+
+        /// The rendered text already holds the special tokens (a chat template writes BOS and
+        /// turn markers), so it is tokenized with `addSpecialTokens: false` and gets no EOS.
+        public var textHasSpecialTokens: Bool { self == .chat }
     }
 
     /// The mode used for `example`: `mode(for: example.kind)`, except that `auto` renders an
@@ -95,6 +113,7 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
             case .alpaca: return .alpaca
             case .llmAdapters: return .llmAdapters
             case .raw: return .raw
+            case .chat: return .chat
             }
         }
     }
@@ -102,7 +121,7 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
     // MARK: Rendering
 
     /// The text of one record split into the masked prompt and the trained target (the EOS is
-    /// added at tokenization, not here).
+    /// added at tokenization, not here; `chat` text carries its own end-of-turn token).
     public struct Rendered: Sendable, Equatable {
         public var prompt: String
         public var target: String
@@ -112,11 +131,15 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
     }
 
     /// Renders a record for training. Throws `templateMismatch` when the record lacks what the
-    /// template needs (`ndlinear` needs an `answer`; `raw` needs a `{text}` record) and for
-    /// pre-tokenized records, which have no text.
-    public func render(_ example: Example) throws -> Rendered {
+    /// template needs (`ndlinear` needs an `answer`; `raw` needs a `{text}` record; `chat` needs
+    /// a chat template whose full conversation extends its prompt) and for pre-tokenized
+    /// records, which have no text; `DataError.tokenizer` for `chat` without a chat template.
+    public func render(_ example: Example, chat: Chat? = nil) throws -> Rendered {
         let mode = mode(for: example)
         switch mode {
+        case .chat:
+            let (prompt, target) = try Self.requireChat(chat).texts(for: example, template: rawValue)
+            return Rendered(prompt: prompt, target: target, mode: .chat)
         case .pretokenized:
             throw DataError.templateMismatch(example.location, template: rawValue, kind: example.kind.rawValue,
                                              reason: "pre-tokenized records have no text to render")
@@ -144,9 +167,12 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
     /// The prompt a model is given at evaluation time (the prompt part only; generation
     /// continues from here). `ndlinear`: the training prompt. `alpaca`: the training prompt
     /// with an empty output. `llm-adapters`: LLM-Adapters `evaluate.py`'s `generate_prompt`,
-    /// whose whitespace differs from its `finetune.py`. `raw`: the stripped text.
-    public func evalPrompt(for example: Example) throws -> String {
+    /// whose whitespace differs from its `finetune.py`. `raw`: the stripped text. `chat`: the
+    /// rendered user turn with the generation prompt (the training prompt).
+    public func evalPrompt(for example: Example, chat: Chat? = nil) throws -> String {
         switch mode(for: example) {
+        case .chat:
+            return try Self.requireChat(chat).texts(for: example, template: rawValue, withAssistant: false).prompt
         case .pretokenized:
             throw DataError.templateMismatch(example.location, template: rawValue, kind: example.kind.rawValue,
                                              reason: "pre-tokenized records have no prompt text")
@@ -182,7 +208,85 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         switch mode {
         case .ndlinear: return ["### Instruction", "### Solution"]
         case .alpaca, .llmAdapters: return ["### Instruction", "### Input", "### Response"]
-        case .raw, .pretokenized: return []
+        case .raw, .chat, .pretokenized: return []
+        }
+    }
+
+    /// `chat`, or the error saying the model has no chat template.
+    static func requireChat(_ chat: Chat?) throws -> Chat {
+        guard let chat else {
+            throw DataError.tokenizer("template `chat` needs the model's chat template (chat_template.jinja, `chat_template` in "
+                                      + "tokenizer_config.json or GGUF `tokenizer.chat_template`), and this model has none")
+        }
+        return chat
+    }
+
+    // MARK: The chat template
+
+    /// The model's chat template with the special-token strings transformers renders it with
+    /// (the tokenizer's `bos_token` / `eos_token`; an absent one is undefined in the template).
+    public struct Chat: Sendable, Equatable {
+        public var template: ChatTemplate
+        public var bosToken: String?
+        public var eosToken: String?
+
+        public init(template: ChatTemplate, bosToken: String? = nil, eosToken: String? = nil) {
+            self.template = template
+            self.bosToken = bosToken
+            self.eosToken = eosToken
+        }
+
+        /// With the tokenizer's BOS and EOS token strings.
+        public init(template: ChatTemplate, tokenizer: (any Tokenizer)?) {
+            self.init(template: template, bosToken: tokenizer?.bosTokenId.flatMap { tokenizer?.token($0) },
+                      eosToken: tokenizer?.eosTokenId.flatMap { tokenizer?.token($0) })
+        }
+
+        func render(_ messages: [ChatMessage], generationPrompt: Bool) throws -> String {
+            try template.render(messages: messages, addGenerationPrompt: generationPrompt, bosToken: bosToken, eosToken: eosToken)
+        }
+
+        /// The user message of a record: `instruction`, plus `"\n\n" + input` when there is one.
+        static func userMessage(_ example: Example) -> ChatMessage {
+            ChatMessage(role: "user", content: example.instruction + (example.input.isEmpty ? "" : "\n\n" + example.input))
+        }
+
+        /// prompt = [user] with the generation prompt; target = [user, assistant `output`]
+        /// without it, minus the prompt prefix (empty when `withAssistant` is false). Template
+        /// failures and a conversation that does not start with the prompt are
+        /// `templateMismatch` errors naming the record.
+        func texts(for example: Example, template name: String, withAssistant: Bool = true) throws -> (prompt: String, target: String) {
+            func mismatch(_ reason: String) -> DataError {
+                DataError.templateMismatch(example.location, template: name, kind: example.kind.rawValue, reason: reason)
+            }
+            let user = Self.userMessage(example)
+            do {
+                let prompt = try render([user], generationPrompt: true)
+                guard withAssistant else { return (prompt, "") }
+                let full = try render([user, ChatMessage(role: "assistant", content: example.output)], generationPrompt: false)
+                guard full.unicodeScalars.starts(with: prompt.unicodeScalars) else {
+                    throw mismatch("the chat template renders [user, assistant] so that it does not start with its rendering of "
+                                   + "[user] + generation prompt (it rewrites earlier turns), so the prompt cannot be masked")
+                }
+                return (prompt, String(String.UnicodeScalarView(full.unicodeScalars.dropFirst(prompt.unicodeScalars.count))))
+            } catch let error as ChatTemplateError {
+                throw mismatch("\(error)")
+            }
+        }
+
+        /// The token that ends an assistant turn (`<|im_end|>`, `<|eot_id|>`): what the template
+        /// writes right after the assistant's text, when that starts with one special token of
+        /// `tokenizer` (an id that `decode(skipSpecialTokens: true)` drops). Nil otherwise.
+        public func endOfTurnTokenId(tokenizer: any Tokenizer) -> Int? {
+            let probe = "FINETUNE_END_OF_TURN_PROBE"
+            let messages = [ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: probe)]
+            guard let text = try? render(messages, generationPrompt: false),
+                  let end = text.range(of: probe, options: .backwards)?.upperBound,
+                  let id = try? tokenizer.encode(String(text[end...]), addSpecialTokens: false).first else { return nil }
+            let piece = tokenizer.decode([id], skipSpecialTokens: false)
+            guard !piece.isEmpty, tokenizer.decode([id], skipSpecialTokens: true).isEmpty,
+                  text[end...].hasPrefix(piece) else { return nil }
+            return id
         }
     }
 

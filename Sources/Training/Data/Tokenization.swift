@@ -58,13 +58,19 @@ public struct TokenizeOptions: Sendable, Equatable {
 ///   EOS id appended when the last id is not EOS and the length is below `maxLength`
 ///   (LLM-Adapters `tokenize(..., add_eos_token=True)`); the first `len(tokenize(prompt))`
 ///   tokens are masked.
+/// - `chat`: the full conversation text tokenized as one text WITHOUT special tokens and with no
+///   EOS (the model's chat template wrote BOS and the end-of-turn token into the text, as
+///   `apply_chat_template(tokenize=True)` tokenizes it), truncated; the first
+///   `len(tokenize(prompt))` tokens (also without special tokens) are masked.
 /// - pre-tokenized: ids and labels as given (labels default to the ids), truncated; no special
 ///   tokens are added and `maskPrompt` does not apply.
 ///
-/// - Parameter tokenizer: required except for pre-tokenized records.
+/// - Parameters:
+///   - tokenizer: required except for pre-tokenized records.
+///   - chat: the model's chat template, required by the `chat` template.
 /// - Throws: `DataError` naming the record's file and line.
 public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (any Tokenizer)?,
-                     options: TokenizeOptions = TokenizeOptions()) throws -> TokenizedExample {
+                     options: TokenizeOptions = TokenizeOptions(), chat: PromptTemplate.Chat? = nil) throws -> TokenizedExample {
     if let m = options.maxLength, m < 1 { throw DataError.invalidArgument("maxLength must be >= 1, got \(m)") }
     func truncate(_ a: [Int]) -> [Int] {
         if let m = options.maxLength, a.count > m { return Array(a[..<m]) }
@@ -81,19 +87,21 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
     guard let tokenizer else {
         throw DataError.tokenizer("\(example.location): a tokenizer is needed to tokenize a \(example.kind.rawValue) record")
     }
-    let rendered = try template.render(example)
+    let rendered = try template.render(example, chat: chat)
     let eos = tokenizer.eosTokenId
-    if options.appendEOS && eos == nil {
+    let ownTokens = rendered.mode.textHasSpecialTokens
+    let appendEOS = options.appendEOS && !ownTokens
+    if appendEOS && eos == nil {
         throw DataError.tokenizer("template `\(template.rawValue)` appends an EOS token but the tokenizer defines none")
     }
-    let encode: (String) throws -> [Int] = { try tokenizer.encode($0, addSpecialTokens: options.addSpecialTokens) }
+    let encode: (String) throws -> [Int] = { try tokenizer.encode($0, addSpecialTokens: options.addSpecialTokens && !ownTokens) }
 
     var ids = try encode(rendered.full)
     switch rendered.mode {
-    case .ndlinear, .raw:
+    case .ndlinear, .raw, .chat:
         // NdLinear-LoRA GeneralTextDataset: `if not full.endswith(eos_token): full += eos_token`,
-        // then one tokenizer call with truncation.
-        if options.appendEOS, let eos {
+        // then one tokenizer call with truncation (`chat`: no EOS, the text ends its turn).
+        if appendEOS, let eos {
             let eosText = tokenizer.token(eos)
             let endsWithEOS = eosText.map { !$0.isEmpty && rendered.full.hasSuffix($0) } ?? false
             if !endsWithEOS { ids.append(eos) }
@@ -102,7 +110,7 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
     case .alpaca, .llmAdapters:
         // LLM-Adapters tokenize(): truncate first, then append the EOS id if there is room.
         ids = truncate(ids)
-        if options.appendEOS, let eos, ids.last != eos, options.maxLength.map({ ids.count < $0 }) ?? true {
+        if appendEOS, let eos, ids.last != eos, options.maxLength.map({ ids.count < $0 }) ?? true {
             ids.append(eos)
         }
     case .pretokenized:
@@ -121,10 +129,12 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
 }
 
 /// The eval prompt of a record as token ids, tokenized the way the reference eval scripts do
-/// (`tokenizer(prompt)`: default special tokens, so BOS where the tokenizer adds one).
+/// (`tokenizer(prompt)`: default special tokens, so BOS where the tokenizer adds one; never for
+/// `chat`, whose text holds its own).
 public func evalPromptIds(_ example: Example, template: PromptTemplate, tokenizer: any Tokenizer,
-                          addSpecialTokens: Bool = true) throws -> [Int] {
-    try tokenizer.encode(template.evalPrompt(for: example), addSpecialTokens: addSpecialTokens)
+                          addSpecialTokens: Bool = true, chat: PromptTemplate.Chat? = nil) throws -> [Int] {
+    try tokenizer.encode(template.evalPrompt(for: example, chat: chat),
+                         addSpecialTokens: addSpecialTokens && !template.mode(for: example).textHasSpecialTokens)
 }
 
 // MARK: - Tokenizing a data set
@@ -145,9 +155,11 @@ public struct PreparedData: Sendable {
 /// Tokenizes a whole data set. Records the template cannot render are skipped and counted
 /// (or, with `strict`, the first one throws), records left with no trained token are dropped
 /// with a warning, and a warning notes when `ndlinear` ignored non-empty `input` fields (as
-/// the reference does).
+/// the reference does). `chat` without a chat template fails at once (`DataError.tokenizer`).
 public func prepareExamples(_ examples: [Example], template: PromptTemplate, tokenizer: (any Tokenizer)?,
-                            options: TokenizeOptions = TokenizeOptions(), strict: Bool = false) throws -> PreparedData {
+                            options: TokenizeOptions = TokenizeOptions(), strict: Bool = false,
+                            chat: PromptTemplate.Chat? = nil) throws -> PreparedData {
+    if template == .chat { _ = try PromptTemplate.requireChat(chat) }
     var out: [TokenizedExample] = []
     var index: [Int] = []
     out.reserveCapacity(examples.count)
@@ -155,7 +167,7 @@ public func prepareExamples(_ examples: [Example], template: PromptTemplate, tok
     var warnings: [String] = []
     for (i, e) in examples.enumerated() {
         do {
-            let t = try tokenize(e, template: template, tokenizer: tokenizer, options: options)
+            let t = try tokenize(e, template: template, tokenizer: tokenizer, options: options, chat: chat)
             if template.mode(for: e) == .ndlinear && !PyText.strip(e.input).isEmpty { ignoredInput += 1 }
             if t.targetCount == 0 {
                 noTarget += 1

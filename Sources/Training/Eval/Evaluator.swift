@@ -64,10 +64,13 @@ public struct EvalOptions: Sendable, Equatable {
     public var numBeams: Int
     /// Beam search length penalty (HF `length_penalty`).
     public var lengthPenalty: Double
+    /// The model's chat template, which the `chat` template needs.
+    public var chat: PromptTemplate.Chat?
 
     public init(template: PromptTemplate = .auto, maxNewTokens: Int? = nil, batchSize: Int = 8, numBeams: Int = 1,
-                lengthPenalty: Double = 1.0) {
+                lengthPenalty: Double = 1.0, chat: PromptTemplate.Chat? = nil) {
         self.template = template
+        self.chat = chat
         self.maxNewTokens = maxNewTokens
         self.batchSize = batchSize
         self.numBeams = numBeams
@@ -109,11 +112,13 @@ public struct EvalReport: Sendable {
 
 /// Generates an answer for every record and scores it (FORMATS.md "Scoring"): the prompt is the
 /// template's eval prompt tokenized as the reference eval scripts do (`evalPromptIds`: default
-/// special tokens, so BOS where the tokenizer adds one); decoding is greedy, or HF-style beam
-/// search with `options.numBeams > 1`; a sequence stops at EOS (the model config's and the
-/// tokenizer's), at the template's next-section marker (`PromptTemplate.stopStrings`, the text
-/// from it on is dropped) or after `maxNewTokens`. The output is the generated ids decoded with
-/// special tokens skipped; rows are scored by `scoreRow` under both rules.
+/// special tokens, so BOS where the tokenizer adds one; none for `chat`, whose text has them);
+/// decoding is greedy, or HF-style beam search with `options.numBeams > 1`; a sequence stops at
+/// EOS (the model config's and the tokenizer's, plus the chat template's end-of-turn token for
+/// `chat`: `<|im_end|>`, `<|eot_id|>`), at the template's next-section marker
+/// (`PromptTemplate.stopStrings`, the text from it on is dropped) or after `maxNewTokens`. The
+/// output is the generated ids decoded with special tokens skipped; rows are scored by
+/// `scoreRow` under both rules.
 ///
 /// Gold answers are checked before anything is generated, so a record without an answer (or a
 /// non-numeric answer on a numeric task) fails fast, naming its file and line.
@@ -141,9 +146,9 @@ public func evaluateGeneration(model: TransformerModel, tokenizer: any Tokenizer
     // Prompts and stop conditions.
     var promptTexts: [String] = [], prompts: [[Int]] = [], stops: [[String]] = []
     for e in examples {
-        let text = try options.template.evalPrompt(for: e)
+        let text = try options.template.evalPrompt(for: e, chat: options.chat)
         promptTexts.append(text)
-        prompts.append(try tokenizer.encode(text, addSpecialTokens: true))
+        prompts.append(try tokenizer.encode(text, addSpecialTokens: !options.template.mode(for: e).textHasSpecialTokens))
         stops.append(options.template.stopStrings(for: e))
     }
     var matcherFor: [[String]: StopStringMatcher] = [:]
@@ -153,7 +158,8 @@ public func evaluateGeneration(model: TransformerModel, tokenizer: any Tokenizer
         matcherFor[s] = m
         return m
     }
-    let stopTokens = Set(model.config.eosTokenIds + tokenizer.eosTokenIds)
+    var stopTokens = Set(model.config.eosTokenIds + tokenizer.eosTokenIds)
+    if options.template == .chat, let endOfTurn = options.chat?.endOfTurnTokenId(tokenizer: tokenizer) { stopTokens.insert(endOfTurn) }
 
     // Generation.
     let genStart = Date()

@@ -56,13 +56,14 @@ public struct LossReport: Sendable {
 
 /// Mean token loss and perplexity of the records' targets with the training template: records
 /// are tokenized exactly as `finetune train` does (`prepareExamples` with the prompt masked,
-/// EOS appended, truncated to `maxLength`), then scored with `targetLossSum`.
+/// EOS appended, truncated to `maxLength`), then scored with `targetLossSum`. `chat` is the
+/// model's chat template, which the `chat` template needs.
 /// - Throws: `TrainingError.data` when no record has a target token left.
 public func evaluateLoss(model: TransformerModel, tokenizer: (any Tokenizer)?, examples: [Example], template: PromptTemplate,
-                         maxLength: Int, batchSize: Int, strict: Bool = false) throws -> LossReport {
+                         maxLength: Int, batchSize: Int, strict: Bool = false, chat: PromptTemplate.Chat? = nil) throws -> LossReport {
     let start = Date()
     let prepared = try prepareExamples(examples, template: template, tokenizer: tokenizer,
-                                       options: TokenizeOptions(maskPrompt: true, maxLength: maxLength), strict: strict)
+                                       options: TokenizeOptions(maskPrompt: true, maxLength: maxLength), strict: strict, chat: chat)
     guard !prepared.examples.isEmpty else {
         throw TrainingError.data("no record has a target token to score (\(prepared.skipped) skipped, \(prepared.droppedNoTarget) with no target)")
     }

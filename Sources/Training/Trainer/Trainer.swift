@@ -88,9 +88,11 @@ public final class Trainer {
 
     // MARK: Setup
 
-    /// - Parameter communicator: the job to train in (every rank builds the same Trainer);
-    ///   only rank 0 writes files or prints.
-    public init(config: TrainConfig, weights: ModelWeights, tokenizer: (any Tokenizer)?,
+    /// - Parameters:
+    ///   - chat: the model's chat template, which `template: chat` needs.
+    ///   - communicator: the job to train in (every rank builds the same Trainer); only rank 0
+    ///     writes files or prints.
+    public init(config: TrainConfig, weights: ModelWeights, tokenizer: (any Tokenizer)?, chat: PromptTemplate.Chat? = nil,
                 communicator: any Communicator = SingleProcess()) throws {
         try config.validate()
         self.config = config
@@ -107,7 +109,8 @@ public final class Trainer {
         func prepare(_ path: String) throws -> [TokenizedExample] {
             let loaded = try loadExamples(from: URL(fileURLWithPath: path), strict: config.strict)
             for w in loaded.warnings where !quiet { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
-            let prepared = try prepareExamples(loaded.examples, template: template, tokenizer: tokenizer, options: options, strict: config.strict)
+            let prepared = try prepareExamples(loaded.examples, template: template, tokenizer: tokenizer, options: options,
+                                               strict: config.strict, chat: chat)
             for w in prepared.warnings where !quiet { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
             if let bad = prepared.examples.lazy.flatMap(\.inputIds).first(where: { $0 < 0 || $0 >= c.vocabSize }) {
                 throw TrainingError.data("\(path): token id \(bad) is outside the model's vocabulary [0, \(c.vocabSize))")

@@ -1,0 +1,78 @@
+import Foundation
+
+// MARK: - Errors
+
+/// Why a chat template could not be parsed or rendered. Lines and columns are 1-based and count
+/// Unicode scalars in the template source (after `\r\n` → `\n`).
+public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
+    /// The template text does not parse: where, and what was expected there.
+    case syntax(line: Int, column: Int, message: String)
+    /// Rendering failed: an undefined value used, a type error, an unknown filter or test, ...
+    case runtime(line: Int, column: Int, message: String)
+    /// The template called `raise_exception(message)`.
+    case raised(message: String, line: Int, column: Int)
+
+    public var description: String {
+        switch self {
+        case let .syntax(line, column, message):
+            return "chat template line \(line), column \(column): syntax error: \(message)"
+        case let .runtime(line, column, message):
+            return "chat template line \(line), column \(column): \(message)"
+        case let .raised(message, line, column):
+            return "chat template line \(line), column \(column): raise_exception: \(message)"
+        }
+    }
+}
+
+// MARK: - Chat templates
+
+/// A model's Jinja chat template, parsed once and rendered byte for byte as transformers'
+/// `apply_chat_template(..., tokenize=False)` renders it: jinja2 with `trim_blocks=True`,
+/// `lstrip_blocks=True`, the loop-control extension, the default `Undefined`, and
+/// transformers' globals (`raise_exception`, `strftime_now`, `namespace`, `dict`) and `tojson`
+/// (`json.dumps(x, ensure_ascii=False, ...)`, no HTML escaping).
+///
+/// The supported subset (see `JinjaParser`, `JinjaRenderer`, `JinjaFilters`): `{{ }}`,
+/// `{% %}`, `{# #}`, whitespace control, `if`/`elif`/`else`, `for` (with `loop.*`, `else`,
+/// an `if` filter, `break`/`continue`), `set` (names, tuples, `ns.attr`, block capture),
+/// `raw`, `generation`; Python literals, operators, subscripts and slices, string/dict
+/// methods and jinja2's common filters and tests. Macros, `call`, `with`, filter blocks,
+/// includes and inheritance are rejected with a `.syntax` error; tuples behave as lists.
+public struct ChatTemplate: Sendable, Equatable {
+    /// The Jinja source.
+    public let source: String
+    private let nodes: [JinjaNode]
+
+    /// Parses `source`. Throws `ChatTemplateError.syntax` naming the line, column and what was
+    /// expected.
+    public init(source: String) throws {
+        self.source = source
+        nodes = try JinjaParser.parse(source)
+    }
+
+    public static func == (a: ChatTemplate, b: ChatTemplate) -> Bool { a.source == b.source }
+
+    /// Renders a conversation. The template sees what transformers passes: `messages` (dicts
+    /// with `role` and `content`), `add_generation_prompt`, `tools` and `documents` (None),
+    /// `bos_token` / `eos_token` when given (transformers passes the tokenizer's special-token
+    /// strings and leaves unset ones undefined), then `extra` (e.g. `date_string`,
+    /// `enable_thinking`), which overrides any of them.
+    /// - Throws: `ChatTemplateError` (`.raised` when the template calls `raise_exception`).
+    public func render(messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String? = nil, eosToken: String? = nil,
+                       extra: [String: JinjaValue] = [:]) throws -> String {
+        var context: [String: JinjaValue] = [
+            "messages": .list(messages.map { .dict(["role": .string($0.role), "content": .string($0.content)]) }),
+            "add_generation_prompt": .bool(addGenerationPrompt), "tools": .none, "documents": .none,
+        ]
+        if let bosToken { context["bos_token"] = .string(bosToken) }
+        if let eosToken { context["eos_token"] = .string(eosToken) }
+        context.merge(extra) { $1 }
+        return try render(context: context)
+    }
+
+    /// Renders with exactly these top-level variables (the globals `raise_exception`,
+    /// `strftime_now`, `namespace`, `dict` and `range` are always there).
+    public func render(context: [String: JinjaValue]) throws -> String {
+        try JinjaRenderer(context: context).render(nodes)
+    }
+}
