@@ -49,6 +49,16 @@ public enum BLAS {
         let lda = lda ?? (transA ? m : k)
         let ldb = ldb ?? (transB ? k : n)
         let ldc = ldc ?? n
+        if m == 1 {
+            // One output row (decode: LoRA's x·Aᵀ and t·Bᵀ, attention's q·Kᵀ and p·V over the
+            // cache): sgemv streams B once, where sgemm would first pack all of it. With beta 0,
+            // C may hold garbage (NaN bit patterns) that a beta-scaling y·0 would keep: clear it.
+            if beta == 0 { c.update(repeating: 0, count: n) }
+            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
+                        Int32(transB ? n : k), Int32(transB ? k : n), alpha, b, Int32(ldb),
+                        a, Int32(transA ? lda : 1), beta, c, 1)
+            return
+        }
         let parts = parallel ? min(width, max(m, n) / 16) : 1
         if parts > 1, m * n * k >= splitThreshold {
             // Split the larger output dimension into contiguous, 16-aligned blocks.

@@ -100,9 +100,8 @@ extension TransformerModel {
         for l in 0..<c.numLayers {
             let p = "model.layers.\(l)."
             rmsnormForward(out: h, rstd: nil, x: x, w: weights.vector(p + "input_layernorm.weight"), rows: rows, cols: C, eps: c.rmsNormEps)
-            linear(layer: l, "q_proj", x: h, rows: rows, y: ws.q.pointer, training: false)
-            linear(layer: l, "k_proj", x: h, rows: rows, y: ws.k.pointer, training: false)
-            linear(layer: l, "v_proj", x: h, rows: rows, y: ws.v.pointer, training: false)
+            linear(layer: l, [("q_proj", ws.q.pointer), ("k_proj", ws.k.pointer), ("v_proj", ws.v.pointer)],
+                   x: h, rows: rows, training: false)
             if c.hasQKNorm {
                 rmsnormForward(out: ws.q.pointer, rstd: nil, x: ws.q.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
                                rows: rows * c.numHeads, cols: c.headDim, eps: c.rmsNormEps)
@@ -124,8 +123,7 @@ extension TransformerModel {
             linear(layer: l, "o_proj", x: ws.att.pointer, rows: rows, y: ws.mid.pointer, training: false)
             addInPlace(x, ws.mid.pointer, count: rows * C)
             rmsnormForward(out: h, rstd: nil, x: x, w: weights.vector(p + "post_attention_layernorm.weight"), rows: rows, cols: C, eps: c.rmsNormEps)
-            linear(layer: l, "gate_proj", x: h, rows: rows, y: ws.gate.pointer, training: false)
-            linear(layer: l, "up_proj", x: h, rows: rows, y: ws.up.pointer, training: false)
+            linear(layer: l, [("gate_proj", ws.gate.pointer), ("up_proj", ws.up.pointer)], x: h, rows: rows, training: false)
             swigluForward(out: ws.act.pointer, gate: ws.gate.pointer, up: ws.up.pointer, count: rows * I)
             linear(layer: l, "down_proj", x: ws.act.pointer, rows: rows, y: ws.mid.pointer, training: false)
             addInPlace(x, ws.mid.pointer, count: rows * C)
@@ -142,13 +140,15 @@ extension TransformerModel {
         for (i, r) in wanted.enumerated() { (ws.mid.pointer + i * C).update(from: x + r * C, count: C) }
         rmsnormForward(out: h, rstd: nil, x: ws.mid.pointer, w: weights.vector("model.norm.weight"), rows: m, cols: C, eps: c.rmsNormEps)
         let V = c.vocabSize
-        var logits = [Float](repeating: 0, count: m * V)
-        logits.withUnsafeMutableBufferPointer { lp in
-            let lp = lp.baseAddress!
-            forEachLMHeadChunk { rs, rc, w in
-                BLAS.gemm(transB: true, m: m, n: rc, k: C, a: h, b: w, c: lp + rs, ldc: V)
-            }
+        if m == 1 {
+            // Decode: the lm_head writes straight into the returned array.
+            return [[Float](unsafeUninitializedCapacity: V) { buf, n in
+                lmHead(h, rows: 1, logits: buf.baseAddress!)
+                n = V
+            }]
         }
+        var logits = [Float](repeating: 0, count: m * V)
+        logits.withUnsafeMutableBufferPointer { lmHead(h, rows: m, logits: $0.baseAddress!) }
         return (0..<m).map { Array(logits[($0 * V)..<(($0 + 1) * V)]) }
     }
 }

@@ -165,19 +165,62 @@ public final class TransformerModel: @unchecked Sendable {
         }
     }
 
+    /// Whether a multiply over `rows` input rows reads `view` in its stored dtype (GEMV) instead of
+    /// widening it for sgemm: few rows (decode, batched generation) make it memory-bound.
+    @inline(__always)
+    func usesGEMV(rows: Int, _ view: TensorView) -> Bool {
+        rows <= GEMV.maxRows && GEMV.supports(view.dtype)
+    }
+
     // MARK: Linear (the single place adapters apply)
 
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias) + Δ_adapter(x)`.
     func linear(layer l: Int, _ proj: String, x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
-        let (outF, inF) = config.projectionShape(proj)
-        let w = projectionWeight(layer: l, proj)
-        BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: w, c: y)
-        if config.qkvBias, proj == "q_proj" || proj == "k_proj" || proj == "v_proj" {
-            weights.vector("model.layers.\(l).self_attn.\(proj).bias").withUnsafeBufferPointer {
-                addBias(y, $0.baseAddress!, rows: rows, cols: outF)
+        linear(layer: l, [(proj, y)], x: x, rows: rows, training: training)
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up): with few rows their stored weights
+    /// are streamed by ONE parallel GEMV call; then each gets its bias and adapter, in order.
+    func linear(layer l: Int, _ outputs: [(proj: String, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
+                rows: Int, training: Bool) {
+        let views = outputs.map { weights.view(ModelConfig.weightName(layer: l, projection: $0.proj)) }
+        if views.allSatisfy({ usesGEMV(rows: rows, $0) }) {
+            let inF = config.projectionShape(outputs[0].proj).in
+            GEMV.multiply(x: x, rows: rows, inFeatures: inF, targets: zip(outputs, views).map { o, v in
+                precondition(config.projectionShape(o.proj).in == inF, "grouped projections must share the input width")
+                return GEMVTarget(weights: v.data, dtype: v.dtype, outFeatures: config.projectionShape(o.proj).out, y: o.y)
+            })
+        } else {
+            for o in outputs {
+                let (outF, inF) = config.projectionShape(o.proj)
+                BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: projectionWeight(layer: l, o.proj), c: o.y)
             }
         }
-        adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj))?.forward(x: x, rows: rows, y: y, training: training)
+        for o in outputs {
+            let outF = config.projectionShape(o.proj).out
+            if config.qkvBias, o.proj == "q_proj" || o.proj == "k_proj" || o.proj == "v_proj" {
+                weights.vector("model.layers.\(l).self_attn.\(o.proj).bias").withUnsafeBufferPointer {
+                    addBias(o.y, $0.baseAddress!, rows: rows, cols: outF)
+                }
+            }
+            adapters?.delta(for: ModelConfig.weightName(layer: l, projection: o.proj))?.forward(x: x, rows: rows, y: o.y, training: training)
+        }
+    }
+
+    /// `logits[rows, V] (row stride ldc) = h[rows, C] · lm_headᵀ`: GEMV over the stored rows for
+    /// few input rows (the tied 49k–150k-row embedding is the biggest matrix a decode step reads),
+    /// otherwise sgemm over widened chunks.
+    func lmHead(_ h: UnsafePointer<Float>, rows: Int, logits: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+        let V = config.vocabSize, C = config.hiddenSize
+        let view = lmHeadView
+        if usesGEMV(rows: rows, view) {
+            GEMV.multiply(x: h, rows: rows, inFeatures: C,
+                          targets: [GEMVTarget(weights: view.data, dtype: view.dtype, outFeatures: V, y: logits, ldy: ldc ?? V)])
+            return
+        }
+        forEachLMHeadChunk { r0, n, w in
+            BLAS.gemm(transB: true, m: rows, n: n, k: C, a: h, b: w, c: logits + r0, ldc: ldc ?? V)
+        }
     }
 
     /// `dx[rows, in] (+)= dy · W + Δ_adapterᵀ(dy)` and the adapter's own gradients.
@@ -221,11 +264,7 @@ public final class TransformerModel: @unchecked Sendable {
         }
         rmsnormForward(out: acts.hF.pointer, rstd: acts.rstdF.pointer, x: acts.residuals[c.numLayers].pointer,
                        w: weights.vector("model.norm.weight"), rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
-        let V = c.vocabSize, C = c.hiddenSize
-        let hF = UnsafePointer(acts.hF.pointer), logits = acts.logits.pointer
-        forEachLMHeadChunk { r0, rows, w in
-            BLAS.gemm(transB: true, m: n, n: rows, k: C, a: hF, b: w, c: logits + r0, ldc: V)
-        }
+        lmHead(acts.hF.pointer, rows: n, logits: acts.logits.pointer)
     }
 
     /// One decoder layer: `residuals[l] → residuals[l+1]`.
@@ -239,17 +278,16 @@ public final class TransformerModel: @unchecked Sendable {
                        rows: n, cols: C, eps: c.rmsNormEps)
         let h1 = UnsafePointer(a.h1.pointer)
         if c.hasQKNorm {
-            linear(layer: l, "q_proj", x: h1, rows: n, y: a.qPre!.pointer, training: training)
-            linear(layer: l, "k_proj", x: h1, rows: n, y: a.kPre!.pointer, training: training)
+            linear(layer: l, [("q_proj", a.qPre!.pointer), ("k_proj", a.kPre!.pointer), ("v_proj", a.v.pointer)],
+                   x: h1, rows: n, training: training)
             rmsnormForward(out: a.q.pointer, rstd: a.rstdQ!.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
                            rows: n * c.numHeads, cols: c.headDim, eps: c.rmsNormEps)
             rmsnormForward(out: a.k.pointer, rstd: a.rstdK!.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
                            rows: n * c.numKVHeads, cols: c.headDim, eps: c.rmsNormEps)
         } else {
-            linear(layer: l, "q_proj", x: h1, rows: n, y: a.q.pointer, training: training)
-            linear(layer: l, "k_proj", x: h1, rows: n, y: a.k.pointer, training: training)
+            linear(layer: l, [("q_proj", a.q.pointer), ("k_proj", a.k.pointer), ("v_proj", a.v.pointer)],
+                   x: h1, rows: n, training: training)
         }
-        linear(layer: l, "v_proj", x: h1, rows: n, y: a.v.pointer, training: training)
         ropeForward(a.q.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numHeads, headDim: c.headDim)
         ropeForward(a.k.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numKVHeads, headDim: c.headDim)
         attentionForward(out: a.att.pointer, probs: a.probs.pointer, q: a.q.pointer, k: a.k.pointer, v: a.v.pointer,
@@ -259,8 +297,7 @@ public final class TransformerModel: @unchecked Sendable {
         // MLP block.
         rmsnormForward(out: a.h2.pointer, rstd: a.rstd2.pointer, x: a.xMid.pointer, w: weights.vector(p + "post_attention_layernorm.weight"),
                        rows: n, cols: C, eps: c.rmsNormEps)
-        linear(layer: l, "gate_proj", x: a.h2.pointer, rows: n, y: a.gate.pointer, training: training)
-        linear(layer: l, "up_proj", x: a.h2.pointer, rows: n, y: a.up.pointer, training: training)
+        linear(layer: l, [("gate_proj", a.gate.pointer), ("up_proj", a.up.pointer)], x: a.h2.pointer, rows: n, training: training)
         swigluForward(out: a.act.pointer, gate: a.gate.pointer, up: a.up.pointer, count: n * I)
         linear(layer: l, "down_proj", x: a.act.pointer, rows: n, y: out, training: training)
         addInPlace(out, a.xMid.pointer, count: n * C)
