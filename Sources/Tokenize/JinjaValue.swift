@@ -167,11 +167,11 @@ public struct JinjaFunction: Sendable {
 // MARK: - Python formatting
 
 /// Python's `repr` of floats and strings and `json.dumps`, byte for byte.
-enum PythonFormat {
+public enum PythonFormat {
     /// `repr(float)`: Swift's `description` has the same shortest round-trip digits; they are laid
     /// out as Python does: positional for decimal exponents -4..<16 (`0.0001`,
     /// `1000000000000000.0`), else scientific with a signed two-digit-minimum exponent (`1e-05`).
-    static func floatRepr(_ d: Double) -> String {
+    public static func floatRepr(_ d: Double) -> String {
         if d.isNaN { return "nan" }
         if d.isInfinite { return d < 0 ? "-inf" : "inf" }
         if d == 0 { return d.sign == .minus ? "-0.0" : "0.0" }

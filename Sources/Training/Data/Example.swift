@@ -1,4 +1,5 @@
 import Foundation
+import Tokenize
 
 // MARK: - Records
 
@@ -146,46 +147,5 @@ public enum PyText {
     /// the same digits), laid out the way Python does: positional when the decimal exponent is in
     /// -4..<16 (`1000000000000000.0`, `0.0001`), otherwise scientific with a signed exponent of at
     /// least two digits (`1e+16`, `1e-05`, `1.5e+300`).
-    public static func floatRepr(_ d: Double) -> String {
-        if d.isNaN { return "nan" }
-        if d.isInfinite { return d < 0 ? "-inf" : "inf" }
-        if d == 0 { return d.sign == .minus ? "-0.0" : "0.0" }
-        var text = Substring(d.description)
-        var sign = ""
-        if text.hasPrefix("-") { sign = "-"; text = text.dropFirst() }
-        var exponent = 0
-        if let e = text.firstIndex(where: { $0 == "e" || $0 == "E" }) {
-            exponent = Int(text[text.index(after: e)...])!
-            text = text[..<e]
-        }
-        // Digits and the position of the decimal point among them.
-        var digits = ""
-        var pointPos = 0
-        var seenPoint = false
-        for ch in text {
-            if ch == "." { seenPoint = true; continue }
-            digits.append(ch)
-            if !seenPoint { pointPos += 1 }
-        }
-        pointPos += exponent
-        // Normalise: drop leading zeros (moving the point) and trailing zeros.
-        while digits.hasPrefix("0") && digits.count > 1 { digits.removeFirst(); pointPos -= 1 }
-        while digits.hasSuffix("0") && digits.count > 1 { digits.removeLast() }
-        let sciExp = pointPos - 1
-        if sciExp >= -4 && sciExp < 16 {
-            if pointPos <= 0 {
-                return sign + "0." + String(repeating: "0", count: -pointPos) + digits
-            }
-            if pointPos >= digits.count {
-                return sign + digits + String(repeating: "0", count: pointPos - digits.count) + ".0"
-            }
-            let i = digits.index(digits.startIndex, offsetBy: pointPos)
-            return sign + digits[..<i] + "." + digits[i...]
-        }
-        var mantissa = String(digits.first!)
-        if digits.count > 1 { mantissa += "." + digits.dropFirst() }
-        let expSign = sciExp < 0 ? "-" : "+"
-        let expDigits = String(abs(sciExp))
-        return sign + mantissa + "e" + expSign + (expDigits.count < 2 ? "0" + expDigits : expDigits)
-    }
+    public static func floatRepr(_ d: Double) -> String { PythonFormat.floatRepr(d) }
 }
