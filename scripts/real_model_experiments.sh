@@ -80,17 +80,17 @@ case $EXP in
 exp1)
   MODEL=models/real/smollm2-135m-f32
   hf_model models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf "$MODEL"
-  TRAIN_N=${TRAIN_N:-384}
   COMMON=(--r 8 --template alpaca --batch-size 8 --lr 3e-4 --warmup-steps 5 --max-length 256 --seed 42)
   EVAL=(--template alpaca --max-new-tokens 16)
   for task in ${@:-arc-e boolq}; do
     src=$([ "$task" = arc-e ] && echo ARC-Easy || echo boolq)
-    subset "$DATASETS/$src/train.json" runs/data/$task-train$TRAIN_N.json 0 "$TRAIN_N"
+    n=${TRAIN_N:-$([ "$task" = arc-e ] && echo 384 || echo 256)}   # ~40k / ~18k training tokens
+    subset "$DATASETS/$src/train.json" runs/data/$task-train$n.json 0 "$n"
     subset "$DATASETS/$src/train.json" runs/data/$task-val64.json -64 64
     subset "$DATASETS/$src/test.json" runs/data/$task-test500.json 0 500
     base_eval "$task" runs/data/$task-test500.json "${EVAL[@]}"
     for method in lora ndlinear; do
-      run_pair "$task" "$method" runs/data/$task-train$TRAIN_N.json runs/data/$task-val64.json runs/data/$task-test500.json \
+      run_pair "$task" "$method" runs/data/$task-train$n.json runs/data/$task-val64.json runs/data/$task-test500.json \
         "${COMMON[@]}" -- "${EVAL[@]}"
     done
   done

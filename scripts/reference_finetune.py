@@ -296,6 +296,21 @@ def val_loss(model, val, pad_id, bs):
 
 # ----------------------------------------------------------------------------- eval
 
+@torch.no_grad()
+def merge(model, kind):
+    """Folds the adapter into the base weights for generation (what PEFT users do for
+    inference; W + scale*B*A, or W + alpha*kron(W0, W1)): same function, base-model speed."""
+    if kind == "lora":
+        model.merge_adapter()
+    elif kind == "ndlinear":
+        for m in model.modules():
+            if isinstance(m, NdLinearLoRA) and not getattr(m, "merged", False):
+                w0, w1 = (l.weight for l in m.adapter.adapter.align_layers)
+                m.base.weight += m.alpha * torch.kron(w0, w1)
+                m.merged = True
+                m.forward = m.base.forward
+
+
 CHOICES = {"boolq": ["true", "false"], "piqa": ["solution1", "solution2"], "siqa": ["answer1", "answer2", "answer3", "answer4", "answer5"],
            "arc-e": ["answer1", "answer2", "answer3", "answer4", "answer5"], "arc-c": ["answer1", "answer2", "answer3", "answer4", "answer5"],
            "obqa": ["answer1", "answer2", "answer3", "answer4", "answer5"], "hellaswag": ["ending1", "ending2", "ending3", "ending4"],
@@ -460,6 +475,7 @@ def main():
         if not args.task:
             sys.exit("--eval-data needs --task")
         recs = load_records(args.eval_data)[:args.eval_limit]
+        merge(model, args.adapter_type)
         rows, correct, gen, secs = evaluate(model, tok, tmpl, recs, args)
         with open(os.path.join(args.output, f"preds-{args.task}.jsonl"), "w") as f:
             for r in rows:
