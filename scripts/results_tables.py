@@ -74,16 +74,17 @@ def exp1(out):
             val = (f"{ov[0][1]:.4f} → {ov[-1][1]:.4f}; {rv[0][1]:.4f} → {rv[-1][1]:.4f}" if len(ov) > 1 and len(rv) > 1 else "–")
             print(f"| {t} | {name[m]} | {c['steps']} | {s['tokens']} | {c['first_loss'][0]:.5f} / {c['first_loss'][1]:.5f} | "
                   f"{c['last_loss'][0]:.5f} / {c['last_loss'][1]:.5f} | {c['loss_max_rel_diff'] * 100:.4f}% | {val} |")
-    print("\n### Cost (2 threads each; training loop wall time, eval wall time, peak RSS of the process)\n")
-    print("| task | method | train s ours / PyTorch | train tok/s ours / PyTorch | speed-up | eval s ours / PyTorch | peak RSS MB ours (train) / PyTorch (train+eval) |")
-    print("| --- | --- | --- | --- | ---: | --- | --- |")
+    print("\n### Cost (training loop wall time, eval wall time, peak RSS of the process; machine shared, see notes)\n")
+    print("| task | method | threads ours / PyTorch | train s ours / PyTorch | train tok/s ours / PyTorch | speed-up | eval s ours / PyTorch | peak RSS MB ours (train) / PyTorch (train+eval) |")
+    print("| --- | --- | --- | --- | --- | ---: | --- | --- |")
     for t in tasks:
         for m in methods(out, t):
             s, r = train_stats(f"{out}/ours-{t}-{m}"), load(f"{out}/ref-{t}-{m}/summary.json")
             e = load(f"{out}/ours-{t}-{m}/eval-{t}.json")
-            if not s or not r:
+            if not s or not r or not e:
                 continue
-            print(f"| {t} | {name[m]} | {s['wall']:.0f} / {r['train_wall_s']:.0f} | {s['tps']:.0f} / {r['tokens_per_s']:.0f} | "
+            th = (load(f"{out}/ours-{t}-{m}/run.json") or {}).get("config", {}).get("threads", "?")
+            print(f"| {t} | {name[m]} | {th} / {r['threads']} | {s['wall']:.0f} / {r['train_wall_s']:.0f} | {s['tps']:.0f} / {r['tokens_per_s']:.0f} | "
                   f"{s['tps'] / r['tokens_per_s']:.2f}× | {(e or {}).get('wall_s', 0):.0f} / {r.get('eval_wall_s', 0):.0f} | "
                   f"{s['rss'] or 0:.0f} / {r['peak_rss_mb']:.0f} |")
 
