@@ -130,6 +130,8 @@ public final class AdapterSet: AdapterProvider {
     /// Free-form facts written into exported configs (base model path, NdLinear init, ...).
     public var baseModelName: String?
     public var spec: AdapterSpec?
+    /// Scratch shared by all the set's adapters (they run one at a time within a model).
+    public let workspace = AdapterWorkspace()
 
     public init(_ adapters: [any LinearAdapter] = []) {
         for a in adapters { add(a) }
@@ -137,6 +139,7 @@ public final class AdapterSet: AdapterProvider {
 
     public func add(_ a: any LinearAdapter) {
         precondition(byName[a.weightName] == nil, "two adapters on \(a.weightName)")
+        a.workspace = workspace
         adapters.append(a)
         byName[a.weightName] = a
     }

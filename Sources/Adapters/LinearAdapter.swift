@@ -39,6 +39,10 @@ public protocol LinearAdapter: LinearDelta {
     var dropout: Float { get set }
     /// Seed of the current step's dropout masks (identical masks on recomputation).
     var dropoutSeed: UInt64 { get set }
+    /// Scratch memory for forward/backward temporaries. An `AdapterSet` gives all its adapters
+    /// ONE workspace (they run one after another), so temporaries cost one module's worth of
+    /// memory instead of one per adapted projection.
+    var workspace: AdapterWorkspace { get set }
     /// The dense `ΔW [out, in]` this adapter adds to the base weight (for merging and checks).
     func deltaWeight() -> [Float]
 }
@@ -50,26 +54,46 @@ public extension LinearAdapter {
     var modulePath: String { String(weightName.dropLast(".weight".count)) }
 }
 
+// MARK: - Scratch
+
+/// Reusable f32 scratch slots, grown on demand, shared by the adapters of one model. Nothing
+/// in it survives from a forward to the backward: adapters keep what backward needs themselves
+/// (LoRA its `[rows, r]` projection) or recompute it (NdLinear-LoRA).
+public final class AdapterWorkspace {
+    private var slots: [FloatBuffer?] = [nil, nil, nil, nil]
+
+    public init() {}
+
+    /// Slot 0 holds the dropout-masked input; 1...3 are free for an adapter's temporaries.
+    /// Contents are undefined on return; the pointer stays valid until the next call for the slot.
+    func slot(_ i: Int, _ n: Int) -> UnsafeMutablePointer<Float> {
+        if slots[i] == nil || slots[i]!.count < n { slots[i] = FloatBuffer(count: n, zeroed: false) }
+        return slots[i]!.pointer
+    }
+
+    /// Bytes currently held.
+    public var bytes: Int { slots.reduce(0) { $0 + ($1?.count ?? 0) * 4 } }
+}
+
 // MARK: - Dropout
 
 /// Inverted dropout on an adapter's input (as `nn.Dropout` in train mode): keeps each element
 /// with probability 1−p and scales kept ones by 1/(1−p). The mask is a pure function of
 /// (seed, element index), so a recomputed forward sees the same mask.
-struct AdapterDropout {
-    var buffer: FloatBuffer?
-
-    /// Returns the input to use: `x` itself when no dropout applies, else a masked copy.
-    mutating func apply(x: UnsafePointer<Float>, count: Int, p: Float, seed: UInt64, training: Bool) -> UnsafePointer<Float> {
+enum AdapterDropout {
+    /// Returns the input to use: `x` itself when no dropout applies, else a masked copy in
+    /// workspace slot 0.
+    static func apply(x: UnsafePointer<Float>, count: Int, p: Float, seed: UInt64, training: Bool,
+                      workspace: AdapterWorkspace) -> UnsafePointer<Float> {
         guard training, p > 0 else { return x }
-        if buffer == nil || buffer!.count < count { buffer = FloatBuffer(count: count, zeroed: false) }
-        let out = buffer!.pointer
+        let out = workspace.slot(0, count)
         let keep = 1 - p, scale = 1 / keep
         for i in 0..<count { out[i] = Self.kept(seed, i, keep) ? x[i] * scale : 0 }
         return UnsafePointer(out)
     }
 
     /// Multiplies a gradient by the same mask and scale.
-    func backward(_ d: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64) {
+    static func backward(_ d: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64) {
         let keep = 1 - p, scale = 1 / keep
         for i in 0..<count { d[i] = Self.kept(seed, i, keep) ? d[i] * scale : 0 }
     }

@@ -16,10 +16,10 @@ public final class LoRAAdapter: LinearAdapter {
     public var dropout: Float = 0
     public var dropoutSeed: UInt64 = 0
 
-    /// `x·Aᵀ` from the last training forward, `[rows, r]`.
+    public var workspace = AdapterWorkspace()
+
+    /// `x·Aᵀ` from the last training forward, `[rows, r]` (small: kept rather than recomputed).
     private var saved: FloatBuffer?
-    private var scratch: FloatBuffer?
-    private var drop = AdapterDropout()
 
     public var scale: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
     public var parameters: [AdapterParameter] { [a, b] }
@@ -44,14 +44,16 @@ public final class LoRAAdapter: LinearAdapter {
         b = AdapterParameter(role: "lora_B", shape: [outFeatures, rank], values: bValues)
     }
 
-    private func buffer(_ slot: inout FloatBuffer?, _ n: Int) -> UnsafeMutablePointer<Float> {
-        if slot == nil || slot!.count < n { slot = FloatBuffer(count: n, zeroed: false) }
-        return slot!.pointer
-    }
-
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
-        let xd = drop.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: training)
-        let t = training ? buffer(&saved, rows * rank) : buffer(&scratch, rows * rank)
+        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: training,
+                                      workspace: workspace)
+        let t: UnsafeMutablePointer<Float>
+        if training {
+            if saved == nil || saved!.count < rows * rank { saved = FloatBuffer(count: rows * rank, zeroed: false) }
+            t = saved!.pointer
+        } else {
+            t = workspace.slot(1, rows * rank)
+        }
         BLAS.gemm(transB: true, m: rows, n: rank, k: inFeatures, a: xd, b: a.value.pointer, c: t)
         BLAS.gemm(transB: true, m: rows, n: outFeatures, k: rank, alpha: scale, a: t, b: b.value.pointer, beta: 1, c: y)
     }
@@ -60,18 +62,19 @@ public final class LoRAAdapter: LinearAdapter {
         let t = saved!.pointer
         // dB += s · dyᵀ t
         BLAS.gemm(transA: true, m: outFeatures, n: rank, k: rows, alpha: scale, a: dy, b: t, beta: 1, c: b.grad.pointer)
-        // dt = s · dy B   (reuses the scratch slot)
-        let dt = buffer(&scratch, rows * rank)
+        // dt = s · dy B
+        let dt = workspace.slot(1, rows * rank)
         BLAS.gemm(m: rows, n: rank, k: outFeatures, alpha: scale, a: dy, b: b.value.pointer, c: dt)
         // dA += dtᵀ · drop(x)
-        let xd = drop.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: true)
+        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: true,
+                                      workspace: workspace)
         BLAS.gemm(transA: true, m: rank, n: inFeatures, k: rows, a: dt, b: xd, beta: 1, c: a.grad.pointer)
         // dx += mask ⊙ (dt A)
         if dropout > 0 {
-            let tmp = FloatBuffer(count: rows * inFeatures, zeroed: false)
-            BLAS.gemm(m: rows, n: inFeatures, k: rank, a: dt, b: a.value.pointer, c: tmp.pointer)
-            drop.backward(tmp.pointer, count: rows * inFeatures, p: dropout, seed: dropoutSeed)
-            addInPlace(dx, tmp.pointer, count: rows * inFeatures)
+            let tmp = workspace.slot(2, rows * inFeatures)
+            BLAS.gemm(m: rows, n: inFeatures, k: rank, a: dt, b: a.value.pointer, c: tmp)
+            AdapterDropout.backward(tmp, count: rows * inFeatures, p: dropout, seed: dropoutSeed)
+            addInPlace(dx, tmp, count: rows * inFeatures)
         } else {
             BLAS.gemm(m: rows, n: inFeatures, k: rank, a: dt, b: a.value.pointer, beta: 1, c: dx)
         }

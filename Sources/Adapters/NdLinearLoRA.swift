@@ -36,11 +36,7 @@ public final class NdLinearAdapter: LinearAdapter {
     public var dropout: Float = 0
     public var dropoutSeed: UInt64 = 0
 
-    /// `T = mat(x)·W1ᵀ` transposed to `[a, rows·d]`, from the last training forward.
-    private var saved: FloatBuffer?
-    private var scratch: FloatBuffer?
-    private var scratch2: FloatBuffer?
-    private var drop = AdapterDropout()
+    public var workspace = AdapterWorkspace()
 
     public var parameters: [AdapterParameter] { [w0, w1] }
 
@@ -64,22 +60,21 @@ public final class NdLinearAdapter: LinearAdapter {
         w1 = AdapterParameter(role: "w1", shape: [outFactors.1, inFactors.1], values: v1)
     }
 
-    private func buffer(_ slot: inout FloatBuffer?, _ n: Int) -> UnsafeMutablePointer<Float> {
-        if slot == nil || slot!.count < n { slot = FloatBuffer(count: n, zeroed: false) }
-        return slot!.pointer
+    /// `T1t [a, rows·d]`: `T1 [rows·a, d] = X [rows·a, b] · W1ᵀ` (via `tmp`), transposed.
+    private func projectInput(_ xd: UnsafePointer<Float>, rows: Int, tmp: UnsafeMutablePointer<Float>, into t1t: UnsafeMutablePointer<Float>) {
+        let (a, b) = inFactors, d = outFactors.1
+        BLAS.gemm(transB: true, m: rows * a, n: d, k: b, a: xd, b: w1.value.pointer, c: tmp)
+        for n in 0..<rows { for k in 0..<a { (t1t + k * rows * d + n * d).update(from: tmp + (n * a + k) * d, count: d) } }
     }
 
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
-        let (a, b) = inFactors, (c, d) = outFactors
-        let xd = drop.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: training)
-        // T1 [rows·a, d] = X [rows·a, b] · W1ᵀ
-        let t1 = buffer(&scratch, rows * a * d)
-        BLAS.gemm(transB: true, m: rows * a, n: d, k: b, a: xd, b: w1.value.pointer, c: t1)
-        // T1t [a, rows·d]
-        let t1t = training ? buffer(&saved, a * rows * d) : buffer(&scratch2, a * rows * d)
-        for n in 0..<rows { for k in 0..<a { (t1t + k * rows * d + n * d).update(from: t1 + (n * a + k) * d, count: d) } }
-        // Y' [c, rows·d] = W0 [c, a] · T1t
-        let yt = buffer(&scratch, c * rows * d)
+        let (a, _) = inFactors, (c, d) = outFactors
+        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: training,
+                                      workspace: workspace)
+        let t1t = workspace.slot(2, a * rows * d)
+        projectInput(xd, rows: rows, tmp: workspace.slot(1, rows * a * d), into: t1t)
+        // Y' [c, rows·d] = α · W0 [c, a] · T1t
+        let yt = workspace.slot(1, c * rows * d)
         BLAS.gemm(m: c, n: rows * d, k: a, alpha: alpha, a: w0.value.pointer, b: t1t, c: yt)
         for n in 0..<rows {
             let yr = y + n * outFeatures
@@ -90,33 +85,38 @@ public final class NdLinearAdapter: LinearAdapter {
         }
     }
 
+    /// Nothing is kept from the forward: `T1` is recomputed from `x` (one small GEMM, about a
+    /// sixth of the adapter's forward+backward FLOPs) instead of holding `rows·a·d` floats per
+    /// adapted projection until the backward pass reaches it.
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dx: UnsafeMutablePointer<Float>) {
         let (a, b) = inFactors, (c, d) = outFactors
-        let t1t = saved!.pointer
         // Gt [c, rows·d] = α · dy viewed [rows, c, d], transposed.
-        let gt = buffer(&scratch, c * rows * d)
+        let gt = workspace.slot(1, max(c * rows * d, dropout > 0 ? rows * inFeatures : 0))
         for n in 0..<rows {
             for i in 0..<c {
                 let src = dy + n * outFeatures + i * d, dst = gt + i * rows * d + n * d
                 for j in 0..<d { dst[j] = alpha * src[j] }
             }
         }
+        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: true,
+                                      workspace: workspace)
+        let t1t = workspace.slot(3, a * rows * d)
+        projectInput(xd, rows: rows, tmp: workspace.slot(2, rows * a * d), into: t1t)
         // dW0 += Gt · T1tᵀ
         BLAS.gemm(transB: true, m: c, n: a, k: rows * d, a: gt, b: t1t, beta: 1, c: w0.grad.pointer)
-        // dT1t [a, rows·d] = W0ᵀ · Gt, then back to dT1 [rows·a, d]
-        let dt1t = buffer(&scratch2, a * rows * d)
+        // dT1t [a, rows·d] = W0ᵀ · Gt, then back to dT1 [rows·a, d] (T1t's slot is free now)
+        let dt1t = workspace.slot(2, a * rows * d)
         BLAS.gemm(transA: true, m: a, n: rows * d, k: c, a: w0.value.pointer, b: gt, c: dt1t)
-        let dt1 = buffer(&scratch, rows * a * d)
+        let dt1 = t1t
         for n in 0..<rows { for k in 0..<a { (dt1 + (n * a + k) * d).update(from: dt1t + k * rows * d + n * d, count: d) } }
         // dW1 += dT1ᵀ · X
-        let xd = drop.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: true)
         BLAS.gemm(transA: true, m: d, n: b, k: rows * a, a: dt1, b: xd, beta: 1, c: w1.grad.pointer)
-        // dX [rows·a, b] = dT1 · W1
+        // dX [rows·a, b] = dT1 · W1 (Gt's slot is free now)
         if dropout > 0 {
-            let tmp = FloatBuffer(count: rows * inFeatures, zeroed: false)
-            BLAS.gemm(m: rows * a, n: b, k: d, a: dt1, b: w1.value.pointer, c: tmp.pointer)
-            drop.backward(tmp.pointer, count: rows * inFeatures, p: dropout, seed: dropoutSeed)
-            addInPlace(dx, tmp.pointer, count: rows * inFeatures)
+            let tmp = gt
+            BLAS.gemm(m: rows * a, n: b, k: d, a: dt1, b: w1.value.pointer, c: tmp)
+            AdapterDropout.backward(tmp, count: rows * inFeatures, p: dropout, seed: dropoutSeed)
+            addInPlace(dx, tmp, count: rows * inFeatures)
         } else {
             BLAS.gemm(m: rows * a, n: b, k: d, a: dt1, b: w1.value.pointer, beta: 1, c: dx)
         }

@@ -76,6 +76,49 @@ import TestSupport
         #expect(relativeError(dx, finiteDifference(x, h: 1e-2) { dot(Self.run(a, $0, rows: 4), r) }) < 2e-3)
     }
 
+    /// A set's adapters share one scratch workspace. A model runs every forward, then the
+    /// backwards in reverse order; each adapter must still produce exactly the gradients it
+    /// produces alone (nothing of its forward may live in the shared scratch), with and without
+    /// dropout.
+    @Test(arguments: [Float(0), 0.3])
+    func sharedWorkspaceGivesIsolatedResults(dropout: Float) {
+        func build() -> [any LinearAdapter] {
+            let a = Self.adapters()
+            for (i, ad) in a.enumerated() { ad.dropout = dropout; ad.dropoutSeed = UInt64(10 + i) }
+            return a
+        }
+        let rows = 5
+        let xs = (0..<3).map { randomFloats(rows * 12, seed: 20 + UInt64($0)) }
+        let dys = (0..<3).map { randomFloats(rows * 10, seed: 30 + UInt64($0)) }
+        // Alone: forward then backward, one adapter at a time, each with its own workspace.
+        var alone: [[Float]] = []
+        for (i, a) in build().enumerated() {
+            _ = Self.run(a, xs[i], rows: rows)
+            a.zeroGradients()
+            var dx = [Float](repeating: 0, count: xs[i].count)
+            a.backward(x: xs[i], dy: dys[i], rows: rows, dx: &dx)
+            alone.append(dx + a.parameters.flatMap(\.grad.array))
+        }
+        // In a set: all forwards (the largest rows last, so the scratch is reallocated), then
+        // the backwards in reverse.
+        let set = AdapterSet(build())
+        #expect(set.adapters.allSatisfy { $0.workspace === set.workspace })
+        var ys: [[Float]] = []
+        for (i, a) in set.adapters.enumerated() { ys.append(Self.run(a, xs[i], rows: rows)) }
+        _ = Self.run(set.adapters[0], randomFloats(4 * rows * 12, seed: 99), rows: 4 * rows, training: false)
+        set.zeroGradients()
+        var shared = [[Float]](repeating: [], count: 3)
+        for (i, a) in set.adapters.enumerated().reversed() {
+            var dx = [Float](repeating: 0, count: xs[i].count)
+            a.backward(x: xs[i], dy: dys[i], rows: rows, dx: &dx)
+            shared[i] = dx + a.parameters.flatMap(\.grad.array)
+        }
+        for i in 0..<3 {
+            #expect(shared[i] == alone[i], "\(set.adapters[i].weightName): gradients differ with a shared workspace")
+        }
+        #expect(set.workspace.bytes > 0)
+    }
+
     @Test func balancedFactorsMatchReferenceSplits() {
         #expect(balancedFactors(176) == (11, 16))
         #expect(balancedFactors(32) == (4, 8))
