@@ -23,6 +23,15 @@ public enum BLAS {
     /// Threads the engine uses for GEMMs and kernels.
     public static var threads: Int { width }
 
+    /// Runs `body` with OpenBLAS's OWN thread pool at `n` threads (then back to 1): the
+    /// reference rate `finetune bench --mode gemm` compares the engine with. Call `gemm` with
+    /// `parallel: false` inside, so the engine's split does not also apply.
+    public static func withOpenBLASThreads<T>(_ n: Int, _ body: () throws -> T) rethrows -> T {
+        openblas_set_num_threads(Int32(max(1, n)))
+        defer { openblas_set_num_threads(1) }
+        return try body()
+    }
+
     /// Work (m·n·k) below which a GEMM stays on the calling thread.
     static let splitThreshold = 1 << 21
 

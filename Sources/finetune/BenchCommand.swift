@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
         discussion: "Build in release mode (swift build -c release) for meaningful figures.")
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "train, prefill or decode.") var mode: String = "train"
+    @Option(help: "train, prefill, decode, or gemm (cblas_sgemm alone on the model's GEMM shapes, OpenBLAS's own threads).") var mode: String = "train"
     @Option(help: "none, lora or ndlinear.") var adapterType: String = "ndlinear"
     @Option(name: .customLong("r"), help: "LoRA rank.") var rank = 8
     @Option(help: "Projections to adapt.") var targetModules: String = "all-linear"
@@ -20,27 +20,38 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Batch size.") var batchSize = 1
     @Option(help: "Timed steps (decode: decoded tokens).") var steps = 3
     @Flag(help: "Per-layer activation recomputation.") var checkpointing = false
+    @Option(help: "Prefill: all (logits at every position, as training and the PyTorch reference) or last (generation's prefill: last position only, KV cache filled).")
+    var logits: String = "all"
     @Flag(help: "One JSON object on stdout.") var json = false
 
     func run() throws {
         try reportingErrors {
-            guard let benchMode = BenchMode(rawValue: mode) else { throw InputError("--mode '\(mode)': expected train, prefill or decode") }
+            guard let benchMode = BenchMode(rawValue: mode) else { throw InputError("--mode '\(mode)': expected train, prefill, decode or gemm") }
+            guard logits == "all" || logits == "last" else { throw InputError("--logits '\(logits)': expected all or last") }
             guard seq > 0, batchSize > 0, steps > 0 else { throw InputError("--seq, --batch-size and --steps must be positive") }
-            let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
-            var adapters: AdapterSet?
-            if adapterType != "none" {
-                guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora or ndlinear") }
-                let spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
-                adapters = try AdapterSet.create(spec: spec, config: weights.config, seed: 0)
-            }
-            let m = TransformerModel(weights: weights, adapters: adapters)
             var o = BenchOptions(mode: benchMode)
             o.seq = seq; o.batch = batchSize; o.steps = steps; o.checkpointing = checkpointing
-            let r = try Benchmark.run(model: m, adapters: adapters, options: o, modelName: model.model)
+            o.lastLogitsOnly = logits == "last"
+            let r: BenchResult
+            if benchMode == .gemm, model.model.hasSuffix(".json") {
+                model.apply()  // threads; a bare config needs no weights for GEMM shapes
+                r = Benchmark.runGEMM(config: try ModelConfig.load(URL(fileURLWithPath: model.model)), options: o, modelName: model.model)
+            } else {
+                let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
+                var adapters: AdapterSet?
+                if adapterType != "none" {
+                    guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora or ndlinear") }
+                    let spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
+                    adapters = try AdapterSet.create(spec: spec, config: weights.config, seed: 0)
+                }
+                let m = TransformerModel(weights: weights, adapters: adapters)
+                r = try Benchmark.run(model: m, adapters: adapters, options: o, modelName: model.model)
+            }
             if json { try printJSON(r); return }
             print(String(format: "%@ %@ [%@, %@]: %.1f tokens/s, %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MB%@",
                          r.mode, r.model, r.dtype, r.adapter, r.tokens_per_s, r.seconds_per_step, r.gflops, r.peak_rss_mb,
                          r.gb_per_s.map { String(format: ", %.1f GB/s of weights", $0) } ?? ""))
+            if let e = r.engine_gflops { print(String(format: "  OpenBLAS threads %.1f GFLOP/s, engine split %.1f GFLOP/s", r.gflops, e)) }
         }
     }
 }

@@ -8,6 +8,10 @@ import Glibc
 /// What `finetune bench` measures.
 public enum BenchMode: String, Sendable, CaseIterable {
     case train, prefill, decode
+    /// `cblas_sgemm` alone on the model's GEMM shapes (forward `X·Wᵀ` and input-gradient
+    /// `dY·W` of every projection and the lm_head), with OpenBLAS's own threads: the machine's
+    /// GEMM rate that the train/prefill figures are judged against.
+    case gemm
 }
 
 public struct BenchOptions: Sendable {
@@ -18,6 +22,10 @@ public struct BenchOptions: Sendable {
     public var steps: Int = 3
     public var warmup: Int = 1
     public var checkpointing = false
+    /// Prefill only: compute the logits of the last position only and fill a KV cache, as
+    /// generation does (`forwardCached`), instead of logits at every position as the training
+    /// forward (and the PyTorch reference's prefill) does.
+    public var lastLogitsOnly = false
     public init(mode: BenchMode) { self.mode = mode }
 }
 
@@ -39,9 +47,24 @@ public struct BenchResult: Encodable, Sendable {
     public var flops_per_step: Double
     public var gflops: Double
     public var peak_rss_mb: Double
+    /// Prefill only: "all" (logits at every position) or "last" (generation's prefill).
+    public var logits: String?
     /// Decode only: weight bytes streamed per token and the achieved read bandwidth.
     public var weight_bytes_per_token: Double?
     public var gb_per_s: Double?
+    /// GEMM only: each shape's figures; `gflops` above is OpenBLAS's own threading over the
+    /// step's GEMMs, `engine_gflops` the engine's `BLAS.gemm` (its own row/column split).
+    public var shapes: [GEMMShapeResult]?
+    public var engine_gflops: Double?
+}
+
+/// One GEMM shape of `bench --mode gemm`: `[m, k] · [k, n]`, run `count` times per step.
+public struct GEMMShapeResult: Encodable, Sendable {
+    public var name: String
+    public var m: Int, n: Int, k: Int
+    public var count: Int
+    public var openblas_gflops: Double
+    public var engine_gflops: Double
 }
 
 /// Peak resident set size of this process so far, in MB (getrusage's ru_maxrss is in KiB on Linux).
@@ -81,6 +104,13 @@ public enum FlopCount {
         return t * (2 * projectionParameters(c) + 4 * Double(c.numLayers * seq * c.qDim) + adapterForward(adapters))
     }
 
+    /// A prefill of `sequences` sequences of `seq` tokens that computes logits only at each
+    /// sequence's last position.
+    public static func prefillLastLogits(_ c: ModelConfig, sequences: Int, seq: Int, adapters: AdapterSet?) -> Double {
+        forward(c, tokens: sequences * seq, seq: seq, adapters: adapters)
+            - Double(sequences * (seq - 1)) * 2 * Double(c.vocabSize * c.hiddenSize)
+    }
+
     public static func trainStep(_ c: ModelConfig, tokens: Int, seq: Int, adapters: AdapterSet?) -> Double {
         let t = Double(tokens)
         return t * (4 * projectionParameters(c) + 12 * Double(c.numLayers * seq * c.qDim) + 3 * adapterForward(adapters))
@@ -101,6 +131,73 @@ public enum FlopCount {
 public enum Benchmark {
     static func median(_ x: [Double]) -> Double { let s = x.sorted(); return s[s.count / 2] }
 
+    /// Median seconds of `body` over `steps` runs after `warmup`.
+    static func timeMedian(warmup: Int, steps: Int, _ body: () -> Void) -> Double {
+        var t: [Double] = []
+        for i in 0..<(warmup + steps) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            body()
+            if i >= warmup { t.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        return median(t)
+    }
+
+    /// The distinct GEMMs of a training step on `rows` tokens: forward `X[rows,in]·Wᵀ` and
+    /// input-gradient `dY[rows,out]·W` per projection (× layers) and for the lm_head.
+    static func gemmShapes(_ c: ModelConfig, rows: Int) -> [(name: String, m: Int, n: Int, k: Int, transB: Bool, count: Int)] {
+        var out: [(String, Int, Int, Int, Bool, Int)] = []
+        var seen = Set<String>()
+        for p in ModelConfig.projections {
+            let s = c.projectionShape(p), key = "\(s.out)x\(s.in)"
+            let n = ModelConfig.projections.filter { c.projectionShape($0) == s }.count * c.numLayers
+            guard seen.insert(key).inserted else { continue }
+            out.append(("\(p) fwd", rows, s.out, s.in, true, n))
+            out.append(("\(p) dx", rows, s.in, s.out, false, n))
+        }
+        out.append(("lm_head fwd", rows, c.vocabSize, c.hiddenSize, true, 1))
+        out.append(("lm_head dx", rows, c.hiddenSize, c.vocabSize, false, 1))
+        return out
+    }
+
+    /// `cblas_sgemm` on the model's training GEMM shapes, OpenBLAS threading vs the engine's.
+    static func gemmRates(_ c: ModelConfig, rows: Int, options o: BenchOptions) -> (shapes: [GEMMShapeResult], openblas: Double, engine: Double, flops: Double) {
+        var results: [GEMMShapeResult] = []
+        var flops = 0.0, tOpen = 0.0, tEngine = 0.0
+        var rng = SplitMix64(seed: 7)
+        for s in gemmShapes(c, rows: rows) {
+            let a = FloatBuffer(count: s.m * s.k, zeroed: false), b = FloatBuffer(count: s.k * s.n, zeroed: false)
+            let cc = FloatBuffer(count: s.m * s.n, zeroed: false)
+            for i in 0..<a.count { a[i] = rng.nextFloat() - 0.5 }
+            for i in 0..<b.count { b[i] = rng.nextFloat() - 0.5 }
+            let f = 2 * Double(s.m * s.n * s.k)
+            let open = BLAS.withOpenBLASThreads(BLAS.threads) {
+                timeMedian(warmup: o.warmup, steps: o.steps) {
+                    BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer, parallel: false)
+                }
+            }
+            let engine = timeMedian(warmup: o.warmup, steps: o.steps) {
+                BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer)
+            }
+            results.append(GEMMShapeResult(name: s.name, m: s.m, n: s.n, k: s.k, count: s.count,
+                                           openblas_gflops: f / open / 1e9, engine_gflops: f / engine / 1e9))
+            flops += f * Double(s.count); tOpen += open * Double(s.count); tEngine += engine * Double(s.count)
+        }
+        return (results, flops / tOpen / 1e9, flops / tEngine / 1e9, flops)
+    }
+
+    /// `--mode gemm`: needs only the config. `seconds_per_step` is the time of one training
+    /// step's GEMMs at OpenBLAS's own threading (`gflops`); `engine_gflops` the engine's split.
+    public static func runGEMM(config c: ModelConfig, options o: BenchOptions, modelName: String) -> BenchResult {
+        let g = gemmRates(c, rows: o.batch * o.seq, options: o)
+        let step = g.flops / g.openblas / 1e9
+        return BenchResult(
+            mode: BenchMode.gemm.rawValue, model: modelName, dtype: "float32", adapter: "none", trainable_parameters: 0,
+            seq: o.seq, batch: o.batch, threads: BLAS.threads, steps: o.steps,
+            tokens_per_s: Double(o.batch * o.seq) / step, seconds_per_step: step, step_seconds: [step],
+            flops_per_step: g.flops, gflops: g.openblas, peak_rss_mb: peakRSSMegabytes(),
+            shapes: g.shapes, engine_gflops: g.engine)
+    }
+
     /// Runs the benchmark in-process with warm-up; weights, adapters and threads are set up by the caller.
     public static func run(model: TransformerModel, adapters: AdapterSet?, options o: BenchOptions, modelName: String) throws -> BenchResult {
         let c = model.config
@@ -110,6 +207,8 @@ public enum Benchmark {
         var flops = 0.0
         var bytesPerToken: Double?
         switch o.mode {
+        case .gemm:
+            return runGEMM(config: c, options: o, modelName: modelName)
         case .train:
             let input = ModelInput(batch: o.batch, seqLen: o.seq, tokens: tokens)
             let labels = tokens.map { Int32($0) }
@@ -128,6 +227,16 @@ public enum Benchmark {
                 if i >= o.warmup { times.append(dt) }
             }
             flops = FlopCount.trainStep(c, tokens: o.batch * o.seq, seq: o.seq, adapters: adapters)
+        case .prefill where o.lastLogitsOnly:
+            let rows = (0..<o.batch).map { b in Array(tokens[(b * o.seq)..<((b + 1) * o.seq)]) }
+            for i in 0..<(o.warmup + o.steps) {
+                let caches = rows.map { _ in KVCache(config: c, capacity: o.seq) }
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = try model.forwardCached(zip(rows, caches).map { CachedSequence(tokens: $0, cache: $1) })
+                let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                if i >= o.warmup { times.append(dt) }
+            }
+            flops = FlopCount.prefillLastLogits(c, sequences: o.batch, seq: o.seq, adapters: adapters)
         case .prefill:
             let input = ModelInput(batch: o.batch, seqLen: o.seq, tokens: tokens)
             let acts = Activations(config: c, batch: o.batch, seqLen: o.seq)
@@ -160,6 +269,7 @@ public enum Benchmark {
             seq: o.seq, batch: o.batch, threads: BLAS.threads, steps: o.steps,
             tokens_per_s: tokensPerStep / step, seconds_per_step: step, step_seconds: times,
             flops_per_step: flops, gflops: flops / step / 1e9, peak_rss_mb: peakRSSMegabytes(),
+            logits: o.mode == .prefill ? (o.lastLogitsOnly ? "last" : "all") : nil,
             weight_bytes_per_token: bytesPerToken, gb_per_s: bytesPerToken.map { $0 / step / 1e9 })
     }
 }
