@@ -60,13 +60,16 @@ public extension LinearAdapter {
 /// in it survives from a forward to the backward: adapters keep what backward needs themselves
 /// (LoRA its `[rows, r]` projection) or recompute it (NdLinear-LoRA).
 public final class AdapterWorkspace {
-    private var slots: [FloatBuffer?] = [nil, nil, nil, nil]
+    private var slots: [FloatBuffer?] = []
 
     public init() {}
 
-    /// Slot 0 holds the dropout-masked input; 1...3 are free for an adapter's temporaries.
-    /// Contents are undefined on return; the pointer stays valid until the next call for the slot.
+    /// Slot 0 holds the dropout-masked input; the others are free for an adapter's temporaries
+    /// (NdLinear-LoRA: 1 for per-block gradient partials, 2... for each thread's buffers).
+    /// Contents are undefined on return; the pointer stays valid until the next call for the
+    /// slot. Not thread-safe: take every slot before a parallel region.
     func slot(_ i: Int, _ n: Int) -> UnsafeMutablePointer<Float> {
+        while slots.count <= i { slots.append(nil) }
         if slots[i] == nil || slots[i]!.count < n { slots[i] = FloatBuffer(count: n, zeroed: false) }
         return slots[i]!.pointer
     }
@@ -92,10 +95,10 @@ enum AdapterDropout {
         return UnsafePointer(out)
     }
 
-    /// Multiplies a gradient by the same mask and scale.
-    static func backward(_ d: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64) {
+    /// Multiplies a gradient by the same mask and scale (`d[i]` is element `offset + i`).
+    static func backward(_ d: UnsafeMutablePointer<Float>, count: Int, p: Float, seed: UInt64, offset: Int = 0) {
         let keep = 1 - p, scale = 1 / keep
-        for i in 0..<count { d[i] = Self.kept(seed, i, keep) ? d[i] * scale : 0 }
+        for i in 0..<count { d[i] = Self.kept(seed, offset + i, keep) ? d[i] * scale : 0 }
     }
 
     @inline(__always) static func kept(_ seed: UInt64, _ i: Int, _ keep: Float) -> Bool {

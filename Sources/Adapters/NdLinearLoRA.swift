@@ -63,62 +63,101 @@ public final class NdLinearAdapter: LinearAdapter {
     /// `T1t [a, rows·d]`: `T1 [rows·a, d] = X [rows·a, b] · W1ᵀ` (via `tmp`), transposed.
     private func projectInput(_ xd: UnsafePointer<Float>, rows: Int, tmp: UnsafeMutablePointer<Float>, into t1t: UnsafeMutablePointer<Float>) {
         let (a, b) = inFactors, d = outFactors.1
-        BLAS.gemm(transB: true, m: rows * a, n: d, k: b, a: xd, b: w1.value.pointer, c: tmp)
+        BLAS.gemm(transB: true, m: rows * a, n: d, k: b, a: xd, b: w1.value.pointer, c: tmp, parallel: false)
         for n in 0..<rows { for k in 0..<a { (t1t + k * rows * d + n * d).update(from: tmp + (n * a + k) * d, count: d) } }
+    }
+
+    /// The rows are processed in blocks small enough that a block's temporaries (about
+    /// `rows·max(a·d, c·d)` floats each) stay in cache: the transposes between the two small
+    /// GEMMs cost as much as the GEMMs themselves when they go to memory. Blocks are spread over
+    /// the engine's threads; the result does not depend on the thread count. This is the
+    /// per-buffer budget in floats (128 KiB); tests shrink it to force many blocks.
+    public var blockFloats = 1 << 15
+
+    private func blocking(rows: Int, extra: Int = 0) -> (rowsPerBlock: Int, blocks: Int, parts: Int, floats: Int) {
+        let (a, _) = inFactors, (c, d) = outFactors
+        let perRow = max(a * d, c * d, extra)
+        let r = max(1, min(rows, blockFloats / perRow))
+        let blocks = (rows + r - 1) / r
+        return (r, blocks, min(BLAS.threads, blocks), r * perRow)
     }
 
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
         let (a, _) = inFactors, (c, d) = outFactors
-        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: training,
+        let inF = inFeatures, outF = outFeatures
+        let xd = AdapterDropout.apply(x: x, count: rows * inF, p: dropout, seed: dropoutSeed, training: training,
                                       workspace: workspace)
-        let t1t = workspace.slot(2, a * rows * d)
-        projectInput(xd, rows: rows, tmp: workspace.slot(1, rows * a * d), into: t1t)
-        // Y' [c, rows·d] = α · W0 [c, a] · T1t
-        let yt = workspace.slot(1, c * rows * d)
-        BLAS.gemm(m: c, n: rows * d, k: a, alpha: alpha, a: w0.value.pointer, b: t1t, c: yt)
-        for n in 0..<rows {
-            let yr = y + n * outFeatures
-            for i in 0..<c {
-                let src = yt + i * rows * d + n * d, dst = yr + i * d
-                for j in 0..<d { dst[j] += src[j] }
+        let (rb, blocks, parts, floats) = blocking(rows: rows)
+        let bufs = (0..<parts).map { p in (workspace.slot(2 + 3 * p, floats), workspace.slot(3 + 3 * p, floats)) }
+        let w0p = w0.value.pointer, alpha = alpha
+        DispatchQueue.concurrentPerform(iterations: parts) { p in
+            let (s0, s1) = bufs[p]
+            for blk in stride(from: p, to: blocks, by: parts) {
+                let r0 = blk * rb, n = min(rb, rows - r0)
+                self.projectInput(xd + r0 * inF, rows: n, tmp: s0, into: s1)
+                // Y' [c, n·d] = α · W0 [c, a] · T1t, added to y viewed [n, c, d].
+                BLAS.gemm(m: c, n: n * d, k: a, alpha: alpha, a: w0p, b: s1, c: s0, parallel: false)
+                for r in 0..<n {
+                    let yr = y + (r0 + r) * outF
+                    for i in 0..<c {
+                        let src = s0 + i * n * d + r * d, dst = yr + i * d
+                        for j in 0..<d { dst[j] += src[j] }
+                    }
+                }
             }
         }
     }
 
     /// Nothing is kept from the forward: `T1` is recomputed from `x` (one small GEMM, about a
     /// sixth of the adapter's forward+backward FLOPs) instead of holding `rows·a·d` floats per
-    /// adapted projection until the backward pass reaches it.
+    /// adapted projection until the backward pass reaches it. Each block writes its own
+    /// parameter-gradient partial; they are summed in block order (deterministic).
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dx: UnsafeMutablePointer<Float>) {
         let (a, b) = inFactors, (c, d) = outFactors
-        // Gt [c, rows·d] = α · dy viewed [rows, c, d], transposed.
-        let gt = workspace.slot(1, max(c * rows * d, dropout > 0 ? rows * inFeatures : 0))
-        for n in 0..<rows {
-            for i in 0..<c {
-                let src = dy + n * outFeatures + i * d, dst = gt + i * rows * d + n * d
-                for j in 0..<d { dst[j] = alpha * src[j] }
+        let inF = inFeatures, outF = outFeatures
+        let xd = AdapterDropout.apply(x: x, count: rows * inF, p: dropout, seed: dropoutSeed, training: true,
+                                      workspace: workspace)
+        let (rb, blocks, parts, floats) = blocking(rows: rows, extra: dropout > 0 ? inF : 0)
+        let g0 = c * a, g1 = d * b
+        let partials = workspace.slot(1, blocks * (g0 + g1))
+        let bufs = (0..<parts).map { p in (workspace.slot(2 + 3 * p, floats), workspace.slot(3 + 3 * p, floats),
+                                           workspace.slot(4 + 3 * p, floats)) }
+        let w0p = w0.value.pointer, w1p = w1.value.pointer, alpha = alpha
+        let dropout = dropout, seed = dropoutSeed
+        DispatchQueue.concurrentPerform(iterations: parts) { p in
+            let (gt, s1, s2) = bufs[p]
+            for blk in stride(from: p, to: blocks, by: parts) {
+                let r0 = blk * rb, n = min(rb, rows - r0)
+                let xb = xd + r0 * inF, dW0 = partials + blk * (g0 + g1), dW1 = dW0 + g0
+                // Gt [c, n·d] = α · dy viewed [n, c, d], transposed.
+                for r in 0..<n {
+                    for i in 0..<c {
+                        let src = dy + (r0 + r) * outF + i * d, dst = gt + i * n * d + r * d
+                        for j in 0..<d { dst[j] = alpha * src[j] }
+                    }
+                }
+                self.projectInput(xb, rows: n, tmp: s1, into: s2)
+                // dW0 = Gt · T1tᵀ
+                BLAS.gemm(transB: true, m: c, n: a, k: n * d, a: gt, b: s2, c: dW0, parallel: false)
+                // dT1t [a, n·d] = W0ᵀ · Gt, then back to dT1 [n·a, d]
+                BLAS.gemm(transA: true, m: a, n: n * d, k: c, a: w0p, b: gt, c: s1, parallel: false)
+                let dt1 = s2
+                for r in 0..<n { for k in 0..<a { (dt1 + (r * a + k) * d).update(from: s1 + k * n * d + r * d, count: d) } }
+                // dW1 = dT1ᵀ · X
+                BLAS.gemm(transA: true, m: d, n: b, k: n * a, a: dt1, b: xb, c: dW1, parallel: false)
+                // dX [n·a, b] += dT1 · W1 (through the dropout mask)
+                if dropout > 0 {
+                    BLAS.gemm(m: n * a, n: b, k: d, a: dt1, b: w1p, c: gt, parallel: false)
+                    AdapterDropout.backward(gt, count: n * inF, p: dropout, seed: seed, offset: r0 * inF)
+                    addInPlace(dx + r0 * inF, gt, count: n * inF)
+                } else {
+                    BLAS.gemm(m: n * a, n: b, k: d, a: dt1, b: w1p, beta: 1, c: dx + r0 * inF, parallel: false)
+                }
             }
         }
-        let xd = AdapterDropout.apply(x: x, count: rows * inFeatures, p: dropout, seed: dropoutSeed, training: true,
-                                      workspace: workspace)
-        let t1t = workspace.slot(3, a * rows * d)
-        projectInput(xd, rows: rows, tmp: workspace.slot(2, rows * a * d), into: t1t)
-        // dW0 += Gt · T1tᵀ
-        BLAS.gemm(transB: true, m: c, n: a, k: rows * d, a: gt, b: t1t, beta: 1, c: w0.grad.pointer)
-        // dT1t [a, rows·d] = W0ᵀ · Gt, then back to dT1 [rows·a, d] (T1t's slot is free now)
-        let dt1t = workspace.slot(2, a * rows * d)
-        BLAS.gemm(transA: true, m: a, n: rows * d, k: c, a: w0.value.pointer, b: gt, c: dt1t)
-        let dt1 = t1t
-        for n in 0..<rows { for k in 0..<a { (dt1 + (n * a + k) * d).update(from: dt1t + k * rows * d + n * d, count: d) } }
-        // dW1 += dT1ᵀ · X
-        BLAS.gemm(transA: true, m: d, n: b, k: rows * a, a: dt1, b: xd, beta: 1, c: w1.grad.pointer)
-        // dX [rows·a, b] = dT1 · W1 (Gt's slot is free now)
-        if dropout > 0 {
-            let tmp = gt
-            BLAS.gemm(m: rows * a, n: b, k: d, a: dt1, b: w1.value.pointer, c: tmp)
-            AdapterDropout.backward(tmp, count: rows * inFeatures, p: dropout, seed: dropoutSeed)
-            addInPlace(dx, tmp, count: rows * inFeatures)
-        } else {
-            BLAS.gemm(m: rows * a, n: b, k: d, a: dt1, b: w1.value.pointer, beta: 1, c: dx)
+        for blk in 0..<blocks {
+            addInPlace(w0.grad.pointer, partials + blk * (g0 + g1), count: g0)
+            addInPlace(w1.grad.pointer, partials + blk * (g0 + g1) + g0, count: g1)
         }
     }
 

@@ -119,6 +119,40 @@ import TestSupport
         #expect(set.workspace.bytes > 0)
     }
 
+    /// NdLinear-LoRA runs rows in cache-sized blocks spread over threads: many small blocks
+    /// (some on each thread, a short last block) give the one-block result, with and without
+    /// dropout, and the blocked backward still matches finite differences.
+    @Test(arguments: [Float(0), 0.25])
+    func ndlinearRowBlocksMatchOneBlock(dropout: Float) {
+        func make(_ blockFloats: Int) -> NdLinearAdapter {
+            var rng = SplitMix64(seed: 4)
+            let a = NdLinearAdapter(weightName: "w", inFeatures: 12, outFeatures: 10, alpha: 2, rng: &rng)
+            a.blockFloats = blockFloats; a.dropout = dropout; a.dropoutSeed = 5
+            return a
+        }
+        let rows = 11, x = randomFloats(rows * 12, seed: 6), dy = randomFloats(rows * 10, seed: 7)
+        func run(_ a: NdLinearAdapter) -> [Float] {
+            let y = Self.run(a, x, rows: rows)
+            a.zeroGradients()
+            var dx = [Float](repeating: 0, count: x.count)
+            a.backward(x: x, dy: dy, rows: rows, dx: &dx)
+            return y + dx + a.w0.grad.array + a.w1.grad.array
+        }
+        let one = run(make(1 << 20)), blocked = make(15)  // 15 floats: one row (max(a·d, c·d) = 10) per block
+        #expect(maxAbsDiff(run(blocked), one) < 1e-5)
+        let w1 = blocked.w1.value.array
+        let fd = finiteDifference(w1, h: 1e-2) { v in
+            for i in v.indices { blocked.w1.value[i] = v[i] }
+            defer { for i in w1.indices { blocked.w1.value[i] = w1[i] } }
+            return dot(Self.run(blocked, x, rows: rows), dy)
+        }
+        _ = Self.run(blocked, x, rows: rows)
+        blocked.zeroGradients()
+        var dx = [Float](repeating: 0, count: x.count)
+        blocked.backward(x: x, dy: dy, rows: rows, dx: &dx)
+        #expect(relativeError(blocked.w1.grad.array, fd) < 2e-3)
+    }
+
     @Test func balancedFactorsMatchReferenceSplits() {
         #expect(balancedFactors(176) == (11, 16))
         #expect(balancedFactors(32) == (4, 8))
