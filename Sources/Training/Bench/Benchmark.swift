@@ -170,14 +170,19 @@ public enum Benchmark {
             for i in 0..<a.count { a[i] = rng.nextFloat() - 0.5 }
             for i in 0..<b.count { b[i] = rng.nextFloat() - 0.5 }
             let f = 2 * Double(s.m * s.n * s.k)
+            // One GEMM takes milliseconds: repeat it so each timed sample lasts ≥ ~50 ms at
+            // 100 GFLOP/s, and take the median sample per call.
+            let reps = max(1, Int(5e9 / f))
             let open = BLAS.withOpenBLASThreads(BLAS.threads) {
-                timeMedian(warmup: o.warmup, steps: o.steps) {
-                    BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer, parallel: false)
+                timeMedian(warmup: o.warmup, steps: max(o.steps, 5)) {
+                    for _ in 0..<reps {
+                        BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer, parallel: false)
+                    }
                 }
-            }
-            let engine = timeMedian(warmup: o.warmup, steps: o.steps) {
-                BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer)
-            }
+            } / Double(reps)
+            let engine = timeMedian(warmup: o.warmup, steps: max(o.steps, 5)) {
+                for _ in 0..<reps { BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer) }
+            } / Double(reps)
             results.append(GEMMShapeResult(name: s.name, m: s.m, n: s.n, k: s.k, count: s.count,
                                            openblas_gflops: f / open / 1e9, engine_gflops: f / engine / 1e9))
             flops += f * Double(s.count); tOpen += open * Double(s.count); tEngine += engine * Double(s.count)
