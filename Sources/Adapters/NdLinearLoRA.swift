@@ -77,9 +77,14 @@ public final class NdLinearAdapter: LinearAdapter {
     private func blocking(rows: Int, extra: Int = 0) -> (rowsPerBlock: Int, blocks: Int, parts: Int, floats: Int) {
         let (a, _) = inFactors, (c, d) = outFactors
         let perRow = max(a * d, c * d, extra)
-        let r = max(1, min(rows, blockFloats / perRow))
-        let blocks = (rows + r - 1) / r
-        return (r, blocks, min(BLAS.threads, blocks), r * perRow)
+        let most = max(1, min(rows, blockFloats / perRow))
+        // As many blocks as the budget needs, rounded up to a multiple of the threads so that
+        // every thread gets the same number of rows.
+        let parts = min(BLAS.threads, rows)
+        var blocks = (rows + most - 1) / most
+        blocks = (blocks + parts - 1) / parts * parts
+        let r = (rows + blocks - 1) / blocks
+        return (r, (rows + r - 1) / r, parts, r * perRow)
     }
 
     public func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
