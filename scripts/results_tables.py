@@ -38,7 +38,10 @@ def train_stats(run):
     if not m:
         return None
     tokens = sum(r["tokens"] for r in m)
-    wall = max(r["elapsed_s"] for r in m)
+    # A run stopped on purpose (SIGSTOP, e.g. to benchmark on an idle machine) records the
+    # stopped seconds in `paused_s`; they are not training time.
+    paused = float(open(os.path.join(run, "paused_s")).read()) if os.path.exists(os.path.join(run, "paused_s")) else 0
+    wall = max(r["elapsed_s"] for r in m) - paused
     val = [r["val_loss"] for r in rows(os.path.join(run, "metrics.jsonl")) if "val_loss" in r]
     return {"steps": len(m), "tokens": tokens, "wall": wall, "tps": tokens / wall, "val": val,
             "rss": timef(run + ".log.time").get("peak_rss_kb", 0) / 1024 or None}

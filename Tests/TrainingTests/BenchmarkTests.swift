@@ -68,6 +68,7 @@ extension BenchmarkTests {
         let c = try FixtureModel.llamaTiny.load().config
         var o = BenchOptions(mode: .gemm)
         o.seq = 8; o.batch = 2; o.steps = 1
+        o.openBLASThreads = 1  // process-wide setting: leave the tests running alongside alone
         let r = Benchmark.runGEMM(config: c, options: o, modelName: "llama-tiny")
         let shapes = try #require(r.shapes)
         // A training step's frozen-base GEMMs: forward + input gradient of every projection and the lm_head.

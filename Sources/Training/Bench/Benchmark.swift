@@ -26,6 +26,10 @@ public struct BenchOptions: Sendable {
     /// generation does (`forwardCached`), instead of logits at every position as the training
     /// forward (and the PyTorch reference's prefill) does.
     public var lastLogitsOnly = false
+    /// GEMM mode: OpenBLAS's own thread count for the reference rate (nil: the engine's).
+    /// `openblas_set_num_threads` is process-wide; tests pass 1 so that GEMMs running
+    /// concurrently elsewhere in the process are untouched.
+    public var openBLASThreads: Int?
     public init(mode: BenchMode) { self.mode = mode }
 }
 
@@ -173,7 +177,7 @@ public enum Benchmark {
             // One GEMM takes milliseconds: repeat it so each timed sample lasts ≥ ~50 ms at
             // 100 GFLOP/s, and take the median sample per call.
             let reps = max(1, Int(5e9 / f))
-            let open = BLAS.withOpenBLASThreads(BLAS.threads) {
+            let open = BLAS.withOpenBLASThreads(o.openBLASThreads ?? BLAS.threads) {
                 timeMedian(warmup: o.warmup, steps: max(o.steps, 5)) {
                     for _ in 0..<reps {
                         BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer, parallel: false)
@@ -197,7 +201,7 @@ public enum Benchmark {
         let step = g.flops / g.openblas / 1e9
         return BenchResult(
             mode: BenchMode.gemm.rawValue, model: modelName, dtype: "float32", adapter: "none", trainable_parameters: 0,
-            seq: o.seq, batch: o.batch, threads: BLAS.threads, steps: o.steps,
+            seq: o.seq, batch: o.batch, threads: o.openBLASThreads ?? BLAS.threads, steps: o.steps,
             tokens_per_s: Double(o.batch * o.seq) / step, seconds_per_step: step, step_seconds: [step],
             flops_per_step: g.flops, gflops: g.openblas, peak_rss_mb: peakRSSMegabytes(),
             shapes: g.shapes, engine_gflops: g.engine)
