@@ -118,6 +118,15 @@ public final class NdLinearAdapter: LinearAdapter {
     /// adapted projection until the backward pass reaches it. Each block writes its own
     /// parameter-gradient partial; they are summed in block order (deterministic).
     public func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dx: UnsafeMutablePointer<Float>) {
+        backward(x: x, dy: dy, rows: rows, inputGradient: dx)
+    }
+
+    /// Folded passes (`canFold`): the input gradient came from the GEMM on `W + ΔW`.
+    public func backwardParameters(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int) {
+        backward(x: x, dy: dy, rows: rows, inputGradient: nil)
+    }
+
+    private func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, inputGradient dx: UnsafeMutablePointer<Float>?) {
         let (a, b) = inFactors, (c, d) = outFactors
         let inF = inFeatures, outF = outFeatures
         let xd = AdapterDropout.apply(x: x, count: rows * inF, p: dropout, seed: dropoutSeed, training: true,
@@ -151,6 +160,7 @@ public final class NdLinearAdapter: LinearAdapter {
                 // dW1 = dT1ᵀ · X
                 BLAS.gemm(transA: true, m: d, n: b, k: n * a, a: dt1, b: xb, c: dW1, parallel: false)
                 // dX [n·a, b] += dT1 · W1 (through the dropout mask)
+                guard let dx else { continue }
                 if dropout > 0 {
                     BLAS.gemm(m: n * a, n: b, k: d, a: dt1, b: w1p, c: gt, parallel: false)
                     AdapterDropout.backward(gt, count: n * inF, p: dropout, seed: seed, offset: r0 * inF)
@@ -163,6 +173,26 @@ public final class NdLinearAdapter: LinearAdapter {
         for blk in 0..<blocks {
             addInPlace(w0.grad.pointer, partials + blk * (g0 + g1), count: g0)
             addInPlace(w1.grad.pointer, partials + blk * (g0 + g1) + g0, count: g1)
+        }
+    }
+
+    /// `ΔW` costs out·in multiply-adds to form, far less than a GEMM over many rows; folding
+    /// is exact only when the adapter sees the layer's input, i.e. no dropout while training.
+    public func canFold(training: Bool) -> Bool { !training || dropout == 0 }
+
+    /// Rows `rows` of `w[out, in] += α · kron(W0, W1)`: row `(i, j)` gets `α·W0[i, k] · W1[j, :]`
+    /// in each of its `a` column blocks of `b`.
+    public func addDelta(into w: UnsafeMutablePointer<Float>, rows: Range<Int>) {
+        let (a, b) = inFactors, d = outFactors.1
+        let inF = inFeatures, alpha = alpha
+        let p0 = w0.value.pointer, p1 = w1.value.pointer
+        for row in rows {
+            let i = row / d, j = row % d
+            let dst = w + row * inF, w1r = p1 + j * b
+            for k in 0..<a {
+                let s = alpha * p0[i * a + k], blk = dst + k * b
+                for l in 0..<b { blk[l] += s * w1r[l] }
+            }
         }
     }
 

@@ -92,6 +92,7 @@ extension TransformerModel {
             maxContext = max(maxContext, s.cache.length + s.tokens.count)
         }
         try validate(tokens: tokens)
+        beginPass()
         let ws = workspace
         ws.reserve(rows: rows, config: c, maxContext: maxContext)
         let x = ws.x.pointer, h = ws.h.pointer

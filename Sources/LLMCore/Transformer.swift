@@ -114,13 +114,19 @@ public final class TransformerModel: @unchecked Sendable {
     public var adapters: AdapterProvider?
     let invFreq: [Double]
 
-    // f32 widening scratch for non-f32 base weights: one buffer per projection kind,
-    // tagged with the layer currently widened into it.
-    private var scratch: [String: (layer: Int, buffer: FloatBuffer)] = [:]
+    // f32 scratch for projection weights: one buffer per projection kind, tagged with the
+    // layer held and, when an adapter's ΔW is folded in, the forward pass it was formed for.
+    private var scratch: [String: (layer: Int, foldPass: Int?, buffer: FloatBuffer)] = [:]
     private var lmScratch: FloatBuffer?
     private static let lmChunkRows = 8192
+    /// Counts top-level forward passes: adapter parameters may change between passes (an
+    /// optimizer step), never inside one (its backward and checkpoint recomputation included).
+    private var pass = 0
     /// Scratch for cached (generation) forwards.
     lazy var workspace = InferenceWorkspace()
+    /// Fold adapters that can (`LinearDelta.canFold`) into the f32 weight of GEMM-sized
+    /// multiplies. Off: every adapter runs its own forward and backward (tests compare both).
+    public var foldAdapters = true
 
     public init(weights: ModelWeights, adapters: AdapterProvider? = nil) {
         self.config = weights.config
@@ -131,16 +137,41 @@ public final class TransformerModel: @unchecked Sendable {
 
     // MARK: Weights
 
+    /// Marks the start of a top-level forward pass (folded weights of earlier passes are stale).
+    func beginPass() { pass &+= 1 }
+
     /// f32 pointer to a projection weight `[out, in]`: the file's own memory for F32, otherwise
-    /// widened into per-projection scratch (one layer resident at a time).
-    func projectionWeight(layer l: Int, _ proj: String) -> UnsafePointer<Float> {
+    /// widened into per-projection scratch (one layer resident at a time). With `fold`, the
+    /// scratch holds `W + ΔW` of that adapter for the current pass.
+    func projectionWeight(layer l: Int, _ proj: String, fold: LinearDelta? = nil) -> UnsafePointer<Float> {
         let view = weights.view(ModelConfig.weightName(layer: l, projection: proj))
-        if let p = view.f32Pointer { return p }
-        if let s = scratch[proj], s.layer == l { return UnsafePointer(s.buffer.pointer) }
+        if fold == nil, let p = view.f32Pointer { return p }
+        let tag = fold == nil ? nil : pass
+        if let s = scratch[proj], s.layer == l, s.foldPass == tag { return UnsafePointer(s.buffer.pointer) }
         let buffer = scratch[proj]?.buffer ?? FloatBuffer(count: view.count, zeroed: false)
-        view.widen(into: buffer.pointer)
-        scratch[proj] = (l, buffer)
+        if let fold {
+            // Widen (or copy) a few rows, then add ΔW to them while they are in cache.
+            let (outF, inF) = config.projectionShape(proj)
+            let w = buffer.pointer, rowBytes = view.dtype.storageBytes(elements: inF)
+            let block = max(1, 8192 / inF)
+            parallelRanges(outF, costPerItem: inF) { range in
+                for r0 in stride(from: range.lowerBound, to: range.upperBound, by: block) {
+                    let r1 = min(r0 + block, range.upperBound)
+                    widenToFloat(view.data + r0 * rowBytes, dtype: view.dtype, count: (r1 - r0) * inF, into: w + r0 * inF)
+                    fold.addDelta(into: w, rows: r0..<r1)
+                }
+            }
+        } else {
+            view.widen(into: buffer.pointer)
+        }
+        scratch[proj] = (l, tag, buffer)
         return UnsafePointer(buffer.pointer)
+    }
+
+    /// The adapter on a projection, and whether a GEMM on it folds the adapter in.
+    func adapter(layer l: Int, _ proj: String, training: Bool) -> (delta: LinearDelta?, folds: Bool) {
+        guard let d = adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj)) else { return (nil, false) }
+        return (d, foldAdapters && d.canFold(training: training))
     }
 
     var lmHeadView: TensorView {
@@ -184,26 +215,29 @@ public final class TransformerModel: @unchecked Sendable {
     func linear(layer l: Int, _ outputs: [(proj: String, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
                 rows: Int, training: Bool) {
         let views = outputs.map { weights.view(ModelConfig.weightName(layer: l, projection: $0.proj)) }
-        if views.allSatisfy({ usesGEMV(rows: rows, $0) }) {
+        let deltas = outputs.map { adapter(layer: l, $0.proj, training: training) }
+        let gemv = views.allSatisfy({ usesGEMV(rows: rows, $0) })
+        if gemv {
             let inF = config.projectionShape(outputs[0].proj).in
             GEMV.multiply(x: x, rows: rows, inFeatures: inF, targets: zip(outputs, views).map { o, v in
                 precondition(config.projectionShape(o.proj).in == inF, "grouped projections must share the input width")
                 return GEMVTarget(weights: v.data, dtype: v.dtype, outFeatures: config.projectionShape(o.proj).out, y: o.y)
             })
         } else {
-            for o in outputs {
+            for (o, d) in zip(outputs, deltas) {
                 let (outF, inF) = config.projectionShape(o.proj)
-                BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: projectionWeight(layer: l, o.proj), c: o.y)
+                let w = projectionWeight(layer: l, o.proj, fold: d.folds ? d.delta : nil)
+                BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: w, c: o.y)
             }
         }
-        for o in outputs {
+        for (o, d) in zip(outputs, deltas) {
             let outF = config.projectionShape(o.proj).out
             if config.qkvBias, o.proj == "q_proj" || o.proj == "k_proj" || o.proj == "v_proj" {
                 weights.vector("model.layers.\(l).self_attn.\(o.proj).bias").withUnsafeBufferPointer {
                     addBias(o.y, $0.baseAddress!, rows: rows, cols: outF)
                 }
             }
-            adapters?.delta(for: ModelConfig.weightName(layer: l, projection: o.proj))?.forward(x: x, rows: rows, y: o.y, training: training)
+            if let delta = d.delta, gemv || !d.folds { delta.forward(x: x, rows: rows, y: o.y, training: training) }
         }
     }
 
@@ -227,9 +261,14 @@ public final class TransformerModel: @unchecked Sendable {
     func linearBackward(layer l: Int, _ proj: String, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int,
                         dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let (outF, inF) = config.projectionShape(proj)
-        let w = projectionWeight(layer: l, proj)
+        let d = adapter(layer: l, proj, training: true)
+        let w = projectionWeight(layer: l, proj, fold: d.folds ? d.delta : nil)
         BLAS.gemm(m: rows, n: inF, k: outF, a: dy, b: w, beta: accumulate ? 1 : 0, c: dx)
-        adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj))?.backward(x: x, dy: dy, rows: rows, dx: dx)
+        if d.folds {
+            d.delta!.backwardParameters(x: x, dy: dy, rows: rows)
+        } else {
+            d.delta?.backward(x: x, dy: dy, rows: rows, dx: dx)
+        }
     }
 
     // MARK: Input validation
@@ -256,6 +295,7 @@ public final class TransformerModel: @unchecked Sendable {
     public func forward(_ input: ModelInput, acts: Activations, training: Bool) throws {
         precondition(acts.fits(input), "activations sized for [\(acts.batch), \(acts.seqLen)] cannot hold [\(input.batch), \(input.seqLen)]")
         try validate(tokens: input.tokens)
+        beginPass()
         let c = config, n = input.rows
         embed(input.tokens, into: acts.residuals[0].pointer)
         ropeTables(positions: input.positions, invFreq: invFreq, cos: acts.cos.pointer, sin: acts.sin.pointer)

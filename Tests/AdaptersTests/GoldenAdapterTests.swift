@@ -11,11 +11,12 @@ import TestSupport
 
     static var cases: [(FixtureModel, Kind)] { FixtureModel.allCases.flatMap { f in Kind.allCases.map { (f, $0) } } }
 
-    func setUp(_ f: FixtureModel, _ k: Kind, checkpointing: Bool = false) throws
+    func setUp(_ f: FixtureModel, _ k: Kind, checkpointing: Bool = false, fold: Bool = true) throws
         -> (TransformerModel, AdapterSet, SafetensorsFile, FixtureBatch, Activations) {
         let weights = try f.load()
         let set = try AdapterIO.load(f.directory.appendingPathComponent(k.rawValue), config: weights.config)
         let model = TransformerModel(weights: weights, adapters: set)
+        model.foldAdapters = fold
         let base = try f.expected()
         let batch = try FixtureBatch(base)
         let acts = Activations(config: weights.config, batch: batch.batch, seqLen: batch.seqLen, checkpointing: checkpointing)
@@ -32,9 +33,12 @@ import TestSupport
         }
     }
 
-    @Test(arguments: cases)
-    func logitsLossAndEveryGradient(_ f: FixtureModel, _ k: Kind) throws {
-        let (model, set, e, batch, acts) = try setUp(f, k)
+    /// Both ways of applying an adapter: folded into the layer's f32 weight (NdLinear-LoRA,
+    /// the default) and as its own forward/backward.
+    @Test(arguments: cases, [true, false])
+    func logitsLossAndEveryGradient(_ c: (FixtureModel, Kind), _ fold: Bool) throws {
+        let (f, k) = c
+        let (model, set, e, batch, acts) = try setUp(f, k, fold: fold)
         try model.forward(batch.input, acts: acts, training: true)
         let V = model.config.vocabSize
         let logitDiff = maxAbsDiff(acts.logits.array, try e.tensor("logits").floats()) { batch.mask[$0 / V] == 1 }
@@ -60,9 +64,10 @@ import TestSupport
         #expect(checked == 2 * 7 * model.config.numLayers)
     }
 
-    @Test(arguments: cases)
-    func greedyTokens(_ f: FixtureModel, _ k: Kind) throws {
-        let (model, _, e, _, _) = try setUp(f, k)
+    @Test(arguments: cases, [true, false])
+    func greedyTokens(_ c: (FixtureModel, Kind), _ fold: Bool) throws {
+        let (f, k) = c
+        let (model, _, e, _, _) = try setUp(f, k, fold: fold)
         let base = try f.expected()
         let prompt = try base.tensor("prompt")
         let greedy = try e.tensor("greedy")
