@@ -138,24 +138,34 @@ public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, cos: UnsafePointer<F
 
 // MARK: - SwiGLU
 
-@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
 /// `out[N,I] = silu(gate) ⊙ up`.
 public func swigluForward(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    @inline(__always) func body(_ i: Int, _ n: Int) {
+        let g = load8(gate + i, count: n)
+        store8(g / (1 + exp8(-g)) * load8(up + i, count: n), out + i, count: n)
+    }
     parallelRanges(count) { range in
-        for i in range { let g = gate[i]; out[i] = g * sigmoid(g) * up[i] }
+        var i = range.lowerBound
+        while i + 8 <= range.upperBound { body(i, 8); i += 8 }
+        if i < range.upperBound { body(i, range.upperBound - i) }
     }
 }
 
 /// `dgate = dout ⊙ up ⊙ silu'(gate)`, `dup = dout ⊙ silu(gate)`.
 public func swigluBackward(dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>,
                            dout: UnsafePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int) {
+    @inline(__always) func body(_ i: Int, _ n: Int) {
+        let g = load8(gate + i, count: n), d = load8(dout + i, count: n)
+        // PyTorch's order: silu = g / (1 + e^-g), sigmoid = 1 / (1 + e^-g).
+        let e1 = 1 + exp8(-g), s = 1 / e1
+        store8(d * (g / e1), dup + i, count: n)
+        store8(d * load8(up + i, count: n) * s * (1 + g * (1 - s)), dgate + i, count: n)
+    }
     parallelRanges(count) { range in
-        for i in range {
-            let g = gate[i], s = sigmoid(g), d = dout[i]
-            dup[i] = d * g * s
-            dgate[i] = d * up[i] * s * (1 + g * (1 - s))
-        }
+        var i = range.lowerBound
+        while i + 8 <= range.upperBound { body(i, 8); i += 8 }
+        if i < range.upperBound { body(i, range.upperBound - i) }
     }
 }
 
@@ -178,16 +188,14 @@ public func crossEntropy(logits: UnsafeMutablePointer<Float>, targets: [Int32], 
                     if let d = dlogits { (d + n * vocab).update(repeating: 0, count: vocab) }
                     continue
                 }
-                var mx = -Float.infinity
-                for v in 0..<vocab { mx = max(mx, l[v]) }
-                var sum: Double = 0
-                for v in 0..<vocab { sum += Double(expf(l[v] - mx)) }
-                let lse = Double(mx) + log(sum)
-                part[n] = lse - Double(l[t])
-                if let d = dlogits {
-                    let dn = d + n * vocab
-                    let inv = Float(1 / sum)
-                    for v in 0..<vocab { dn[v] = expf(l[v] - mx) * inv * scale }
+                let mx = maxValue(l, count: vocab), lt = l[t]
+                // The exponentials go straight into the gradient row (which may be this row).
+                let dn = dlogits.map { $0 + n * vocab }
+                let sum = expShifted(l, into: dn, count: vocab, shift: mx)
+                part[n] = Double(mx) + log(sum) - Double(lt)
+                if let dn {
+                    let f = Float(1 / sum) * scale
+                    for v in 0..<vocab { dn[v] *= f }
                     dn[t] -= scale
                 }
             }

@@ -89,7 +89,7 @@ import TestSupport
     // MARK: SwiGLU
 
     @Test func swigluForwardAndBackward() {
-        let n = 16
+        let n = 19  // two full vectors of 8 and a tail of 3
         let g = randomFloats(n, seed: 9, scale: 3), u = randomFloats(n, seed: 10, scale: 2), r = randomFloats(n, seed: 11)
         var out = [Float](repeating: 0, count: n)
         swigluForward(out: &out, gate: g, up: u, count: n)
@@ -123,6 +123,69 @@ import TestSupport
         let fd = finiteDifference(logits, h: 1e-2) { v in var t = v; return crossEntropy(logits: &t, targets: targets, vocab: V, dlogits: nil, scale: 1) / 3 }
         #expect(relativeError(d, fd) < 2e-3)
         #expect(d[V..<(2 * V)].allSatisfy { $0 == 0 }, "ignored rows get no gradient")
+    }
+
+    /// A row longer than one summation block (1024) with a tail, against Double arithmetic.
+    @Test func crossEntropyOverALongRow() {
+        let V = 1_100
+        let logits = randomFloats(2 * V, seed: 13, scale: 6)
+        let targets: [Int32] = [1_099, 7]
+        var d = logits
+        let sum = d.withUnsafeMutableBufferPointer { p in
+            crossEntropy(logits: p.baseAddress!, targets: targets, vocab: V, dlogits: p.baseAddress!, scale: 0.5)
+        }
+        var naive = 0.0
+        for (n, t) in targets.enumerated() {
+            let row = (0..<V).map { Double(logits[n * V + $0]) }
+            let z = row.map(exp).reduce(0, +)
+            naive += log(z) - row[Int(t)]
+            for v in 0..<V {
+                let expected = 0.5 * (exp(row[v]) / z - (v == Int(t) ? 1 : 0))
+                #expect(abs(Double(d[n * V + v]) - expected) <= 1e-6 * max(abs(expected), 1e-3))
+            }
+        }
+        #expect(abs(sum - naive) <= 1e-5 * abs(naive))
+    }
+
+    // MARK: Vector exp
+
+    /// `exp8` against libm's `expf` in ulps over its whole documented range, and its edges.
+    @Test func exp8IsWithinTwoUlpOfExpf() {
+        var worst: Float = 0
+        var x: Float = -87.6
+        while x <= 88.37 {
+            let xs = SIMD8<Float>((0..<8).map { x + Float($0) * 1.37e-3 })
+            let y = exp8(xs)
+            for i in 0..<8 where xs[i] <= 88.37 {
+                let ref = expf(xs[i])
+                worst = max(worst, abs(y[i] - ref) / ref.ulp)
+            }
+            x += 0.0173
+        }
+        #expect(worst <= 2, "worst error \(worst) ulp")
+        let edges = exp8(SIMD8<Float>(0, -.infinity, .infinity, .nan, -90, 89, 1, -1))
+        #expect(edges[0] == 1)
+        #expect(edges[1] == 0 && edges[4] == 0)
+        #expect(edges[2] == .infinity && edges[5] == .infinity)
+        #expect(edges[3].isNaN)
+        #expect(abs(edges[6] - expf(1)) <= expf(1).ulp && abs(edges[7] - expf(-1)) <= expf(-1).ulp)
+    }
+
+    /// The vector helpers' tails: every count from 0 to 20 and across the 1024 summation block.
+    @Test func expShiftedAndMaxValueTails() {
+        for count in Array(0...20) + [1_023, 1_024, 1_025, 2_050] {
+            let x = randomFloats(count, seed: UInt64(count), scale: 5)
+            let mx = x.max() ?? -.infinity
+            #expect(x.withUnsafeBufferPointer { maxValue($0.baseAddress!, count: count) } == mx)
+            var out = [Float](repeating: .nan, count: count + 3)
+            let sum = x.withUnsafeBufferPointer { xp in
+                out.withUnsafeMutableBufferPointer { expShifted(xp.baseAddress!, into: $0.baseAddress!, count: count, shift: 2) }
+            }
+            let ref = x.map { exp(Double($0 - 2)) }  // the argument rounded to Float, as the kernel has it
+            #expect(abs(sum - ref.reduce(0, +)) <= 1e-6 * max(ref.reduce(0, +), 1e-30))
+            for i in 0..<count { #expect(abs(Double(out[i]) - ref[i]) <= 2.5e-7 * ref[i]) }  // ~2 ulp
+            #expect(out[count...].allSatisfy { $0.isNaN }, "nothing written past count")
+        }
     }
 
     @Test func shiftedTargetsFollowTransformers() {
