@@ -22,6 +22,8 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Per-layer activation recomputation.") var checkpointing = false
     @Option(help: "Prefill: all (logits at every position, as training and the PyTorch reference) or last (generation's prefill: last position only, KV cache filled).")
     var logits: String = "all"
+    @Option(help: "Train: fraction (0 ≤ F < 1) of each row's first positions masked as prompt: no target, so no logits computed for them.")
+    var promptFraction: Double = 0
     @Flag(help: "One JSON object on stdout.") var json = false
 
     func run() throws {
@@ -29,9 +31,11 @@ struct BenchCommand: ParsableCommand {
             guard let benchMode = BenchMode(rawValue: mode) else { throw InputError("--mode '\(mode)': expected train, prefill, decode or gemm") }
             guard logits == "all" || logits == "last" else { throw InputError("--logits '\(logits)': expected all or last") }
             guard seq > 0, batchSize > 0, steps > 0 else { throw InputError("--seq, --batch-size and --steps must be positive") }
+            guard promptFraction >= 0, promptFraction < 1 else { throw InputError("--prompt-fraction \(promptFraction): expected 0 ≤ F < 1") }
             var o = BenchOptions(mode: benchMode)
             o.seq = seq; o.batch = batchSize; o.steps = steps; o.checkpointing = checkpointing
             o.lastLogitsOnly = logits == "last"
+            o.promptFraction = promptFraction
             let r: BenchResult
             if benchMode == .gemm, model.model.hasSuffix(".json") {
                 model.apply()  // threads; a bare config needs no weights for GEMM shapes

@@ -21,6 +21,9 @@ import Training
         let seq = 16, attn = 4.0 * Double(c.numLayers * seq * c.qDim)
         #expect(FlopCount.forward(c, tokens: 2 * seq, seq: seq, adapters: nil) == Double(2 * seq) * (2 * Double(p) + attn))
         #expect(FlopCount.trainStep(c, tokens: seq, seq: seq, adapters: nil) == Double(seq) * (4 * Double(p) + 3 * attn))
+        // Rows without a target skip the lm_head's forward and input gradient.
+        #expect(FlopCount.trainStep(c, tokens: seq, seq: seq, adapters: nil, logitRows: 5)
+                == Double(seq) * (4 * Double(p) + 3 * attn) - Double(seq - 5) * 4 * Double(c.vocabSize * c.hiddenSize))
         // Last-position logits save the lm_head GEMM of every other position.
         let saved = FlopCount.forward(c, tokens: 2 * seq, seq: seq, adapters: nil)
             - FlopCount.prefillLastLogits(c, sequences: 2, seq: seq, adapters: nil)
@@ -44,8 +47,9 @@ import Training
         let c = m.config
         switch mode {
         case .train:
-            #expect(r.flops_per_step == FlopCount.trainStep(c, tokens: 24, seq: 12, adapters: set))
-            #expect(r.logits == nil && r.gb_per_s == nil)
+            // The last position of each row has no target: 22 rows of logits.
+            #expect(r.flops_per_step == FlopCount.trainStep(c, tokens: 24, seq: 12, adapters: set, logitRows: 22))
+            #expect(r.logits == nil && r.gb_per_s == nil && r.prompt_fraction == 0)
         case .prefill:
             #expect(r.logits == (lastLogits ? "last" : "all"))
             #expect(r.flops_per_step == (lastLogits ? FlopCount.prefillLastLogits(c, sequences: 2, seq: 12, adapters: set)
@@ -62,6 +66,18 @@ import Training
 }
 
 extension BenchmarkTests {
+    /// `--prompt-fraction`: the masked positions get no target and no logits.
+    @Test func promptFractionMasksTheFirstPositions() throws {
+        let (m, set) = try Self.model(.lora)
+        var o = BenchOptions(mode: .train)
+        o.seq = 12; o.batch = 2; o.steps = 1; o.promptFraction = 0.5
+        let r = try Benchmark.run(model: m, adapters: set, options: o, modelName: "llama-tiny")
+        // Labels 0–5 masked: positions 0–4 predict masked labels, 5–10 predict labels 6–11,
+        // position 11 predicts nothing: 6 rows of logits per row.
+        #expect(r.flops_per_step == FlopCount.trainStep(m.config, tokens: 24, seq: 12, adapters: set, logitRows: 12))
+        #expect(r.prompt_fraction == 0.5)
+    }
+
     /// `--mode gemm` times each distinct training GEMM shape of the config once and weighs it
     /// by how often a step runs it.
     @Test func gemmModeCoversTheStepsShapes() throws {

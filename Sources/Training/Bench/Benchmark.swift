@@ -26,6 +26,9 @@ public struct BenchOptions: Sendable {
     /// generation does (`forwardCached`), instead of logits at every position as the training
     /// forward (and the PyTorch reference's prefill) does.
     public var lastLogitsOnly = false
+    /// Train only: the fraction of each row's first positions without a target, as prompt
+    /// masking gives (their logits are not computed).
+    public var promptFraction: Double = 0
     /// GEMM mode: OpenBLAS's own thread count for the reference rate (nil: the engine's).
     /// `openblas_set_num_threads` is process-wide; tests pass 1 so that GEMMs running
     /// concurrently elsewhere in the process are untouched.
@@ -53,6 +56,8 @@ public struct BenchResult: Encodable, Sendable {
     public var peak_rss_mb: Double
     /// Prefill only: "all" (logits at every position) or "last" (generation's prefill).
     public var logits: String?
+    /// Train only: fraction of each row's positions masked as prompt (no target, no logits).
+    public var prompt_fraction: Double?
     /// Decode only: weight bytes streamed per token and the achieved read bandwidth.
     public var weight_bytes_per_token: Double?
     public var gb_per_s: Double?
@@ -115,9 +120,11 @@ public enum FlopCount {
             - Double(sequences * (seq - 1)) * 2 * Double(c.vocabSize * c.hiddenSize)
     }
 
-    public static func trainStep(_ c: ModelConfig, tokens: Int, seq: Int, adapters: AdapterSet?) -> Double {
+    /// `logitRows`: rows whose logits the step computes (those with a target; default all).
+    public static func trainStep(_ c: ModelConfig, tokens: Int, seq: Int, adapters: AdapterSet?, logitRows: Int? = nil) -> Double {
         let t = Double(tokens)
-        return t * (4 * projectionParameters(c) + 12 * Double(c.numLayers * seq * c.qDim) + 3 * adapterForward(adapters))
+        let skipped = Double(tokens - (logitRows ?? tokens)) * 4 * Double(c.vocabSize * c.hiddenSize)
+        return t * (4 * projectionParameters(c) + 12 * Double(c.numLayers * seq * c.qDim) + 3 * adapterForward(adapters)) - skipped
     }
 
     /// Bytes of weights one decoded token reads (every projection and the lm_head, stored dtype).
@@ -220,7 +227,8 @@ public enum Benchmark {
             return runGEMM(config: c, options: o, modelName: modelName)
         case .train:
             let input = ModelInput(batch: o.batch, seqLen: o.seq, tokens: tokens)
-            let labels = tokens.map { Int32($0) }
+            let masked = Int(o.promptFraction * Double(o.seq))
+            let labels = tokens.enumerated().map { i, t in i % o.seq < masked ? Int32(-100) : Int32(t) }
             let targets = shiftedTargets(labels: labels, batch: o.batch, seqLen: o.seq)
             let acts = Activations(config: c, batch: o.batch, seqLen: o.seq, checkpointing: o.checkpointing)
             let opt = AdamW(parameters: adapters?.parameters ?? [], weightDecay: 0)
@@ -228,14 +236,14 @@ public enum Benchmark {
             for i in 0..<(o.warmup + o.steps) {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 adapters?.zeroGradients()
-                try model.forward(input, acts: acts, training: true)
+                try model.forward(input, acts: acts, training: true, targets: targets)
                 _ = model.lossAndGradient(acts: acts, targets: targets, normalizer: count)
                 model.backward(input, acts: acts)
                 opt.update(lr: 1e-4)
                 let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 if i >= o.warmup { times.append(dt) }
             }
-            flops = FlopCount.trainStep(c, tokens: o.batch * o.seq, seq: o.seq, adapters: adapters)
+            flops = FlopCount.trainStep(c, tokens: o.batch * o.seq, seq: o.seq, adapters: adapters, logitRows: count)
         case .prefill where o.lastLogitsOnly:
             let rows = (0..<o.batch).map { b in Array(tokens[(b * o.seq)..<((b + 1) * o.seq)]) }
             for i in 0..<(o.warmup + o.steps) {
@@ -279,6 +287,7 @@ public enum Benchmark {
             tokens_per_s: tokensPerStep / step, seconds_per_step: step, step_seconds: times,
             flops_per_step: flops, gflops: flops / step / 1e9, peak_rss_mb: peakRSSMegabytes(),
             logits: o.mode == .prefill ? (o.lastLogitsOnly ? "last" : "all") : nil,
+            prompt_fraction: o.mode == .train ? o.promptFraction : nil,
             weight_bytes_per_token: bytesPerToken, gb_per_s: bytesPerToken.map { $0 / step / 1e9 })
     }
 }

@@ -28,8 +28,9 @@ public func targetLossSum(model: TransformerModel, examples: [TokenizedExample],
         if arena == nil || !arena!.fits(input) {
             arena = Activations(config: model.config, batch: batchSize, seqLen: longest)
         }
-        try model.forward(input, acts: arena!, training: false)
-        let r = model.loss(acts: arena!, targets: shiftedTargets(labels: batch.labels, batch: batch.batchSize, seqLen: batch.seqLen))
+        let targets = shiftedTargets(labels: batch.labels, batch: batch.batchSize, seqLen: batch.seqLen)
+        try model.forward(input, acts: arena!, training: false, targets: targets)
+        let r = model.loss(acts: arena!, targets: targets)
         sum += r.sum
         count += r.count
         i += batchSize

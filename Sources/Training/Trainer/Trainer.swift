@@ -240,7 +240,7 @@ public final class Trainer {
         var lossSum = 0.0, tokens = 0
         for (k, (input, targets, realTokens)) in batches.enumerated() {
             adapters.setDropoutSeed(config.seed &+ UInt64(step) &* 1_000_003 &+ UInt64(firstMicro + k))
-            try model.forward(input, acts: acts, training: true)
+            try model.forward(input, acts: acts, training: true, targets: targets)
             lossSum += model.lossAndGradient(acts: acts, targets: targets, normalizer: normalizer)
             model.backward(input, acts: acts)
             tokens += realTokens
