@@ -44,8 +44,10 @@ def main():
     shapes = sorted({shape(r["model"]) for r in ours if r["mode"] != "gemm" and r["seq"] == 256
                      and "llama-3-8b" not in r["model"]}, key=lambda s: [shape(r["model"]) for r in ours].index(s))
     T = lambda s, a: next((t for t in reversed(torch) if shape(t["config"]) == s and t["adapter"] == a and t["seq"] == 256), None)
+    # Rows with a prompt fraction only appear in their own table.
     O = lambda s, **kw: next((r for r in reversed(ours) if shape(r["model"]) == s and
-                              all(r.get(k) == v for k, v in kw.items())), None)
+                              (r.get("prompt_fraction") or 0) == kw.get("prompt_fraction", 0) and
+                              all(r.get(k) == v for k, v in kw.items() if k != "prompt_fraction")), None)
     threads = max(r["threads"] for r in ours)
 
     print("## Training step, seq 256 (tokens/s; GFLOP/s from our FLOP model)\n")
@@ -177,12 +179,26 @@ def main():
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     sweep = {}
     for r in ours:  # the last measurement of each (shape, adapter, seq)
-        if r["mode"] == "train" and r["adapter"] != "none" and r["dtype"] == dt["bf16"] and r["threads"] == threads:
+        if r["mode"] == "train" and r["adapter"] != "none" and r["dtype"] == dt["bf16"] and r["threads"] == threads \
+                and not r.get("prompt_fraction"):
             sweep[shape(r["model"]), r["adapter"], r["seq"]] = r
     swept = {k[0] for k in sweep if k[2] != 256}
     for k in sorted(k for k in sweep if k[0] in swept):
         r = sweep[k]
         print(f"| {k[0]} | {k[1]} | {k[2]} | {r['seconds_per_step']:.2f} | {r['tokens_per_s']:.1f} | {r['gflops']:.0f} | {r['peak_rss_mb']:.0f} |")
+
+    fractions = sorted({r["prompt_fraction"] for r in ours if r.get("prompt_fraction")})
+    if fractions:
+        print("\n## Prompt masking (training step, LoRA, bf16, seq 256; positions without a target compute no logits)\n")
+        print("| shape | " + " | ".join(f"{100 * f:.0f}% masked tok/s" for f in [0] + fractions) + " |")
+        print("| --- |" + " ---: |" * (1 + len(fractions)))
+        for s in shapes:
+            rows = [O(s, mode="train", adapter="lora", dtype=dt["bf16"], seq=256, threads=threads, prompt_fraction=f)
+                    for f in [0] + fractions]
+            base = rows[0]["tokens_per_s"] if rows[0] else None
+            cells = [fmt(r and r["tokens_per_s"]) + (f" ({r['tokens_per_s'] / base:.2f}×)" if r and base and i else "")
+                     for i, r in enumerate(rows)]
+            print(f"| {s} | " + " | ".join(cells) + " |")
 
     big = next((r for r in reversed(ours) if "llama-3-8b" in r["model"]), None)
     print("\n## Llama-3-8B shape, NdLinear-LoRA, random bf16 weights, seq 256\n")

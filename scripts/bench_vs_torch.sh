@@ -32,6 +32,12 @@ for cfg in "${configs[@]}"; do
       bench --model "$cfg" --mode prefill --logits last --adapter-type $adapter --dtype $dtype --seq "$seq" --threads "$threads"
       bench --model "$cfg" --mode decode --adapter-type $adapter --dtype $dtype --seq "$seq" --steps 32 --threads "$threads"
     done
+    # Prompt masking: positions without a target skip the lm_head (not in the reference).
+    if [ $adapter = lora ]; then
+      for pf in 0.5 0.9; do
+        bench --model "$cfg" --mode train --adapter-type lora --seq "$seq" --threads "$threads" --prompt-fraction $pf
+      done
+    fi
     # 1-thread step for the scaling target.
     [ $adapter = none ] || bench --model "$cfg" --mode train --adapter-type $adapter --seq "$seq" --threads 1
     if [ $adapter != none ] && [ "${TORCH:-1}" != 0 ]; then
