@@ -7,7 +7,7 @@
 #   scripts/bench_vs_torch.sh > benchmarks/$(date +%F)-bench_vs_torch.jsonl
 #   python3 scripts/bench_tables.py benchmarks/$(date +%F)-bench_vs_torch.jsonl
 #
-# Run it on an otherwise idle machine (~25 min on 2 cores; BIG=0 skips the Llama-3-8B step,
+# Run it on an otherwise idle machine (20–35 min on 2 cores; BIG=0 skips the Llama-3-8B step,
 # which needs ~20 GB of RAM). usage: scripts/bench_vs_torch.sh [config.json ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,8 @@ B=.build/release/finetune
 bench() { "$B" bench --json --r 8 "$@"; }
 
 for cfg in "${configs[@]}"; do
+  # The machine's read bandwidth now (decode's bound): before each model's runs and once after all.
+  bench --model "$cfg" --mode bandwidth --steps 5 --threads "$threads"
   # The machine's GEMM rate on this model's step shapes, OpenBLAS's own threads, 1 and N.
   bench --model "$cfg" --mode gemm --seq "$seq" --threads 1
   bench --model "$cfg" --mode gemm --seq "$seq" --threads "$threads"
@@ -45,6 +47,8 @@ for cfg in "${configs[@]}"; do
     fi
   done
 done
+
+bench --model "${configs[0]}" --mode bandwidth --steps 5 --threads "$threads"
 
 # Step time against sequence length (activation memory grows with T, scores with T²).
 for s in 128 512 1024; do

@@ -59,13 +59,24 @@ import Training
             #expect(r.tokens_per_s == 1 / r.seconds_per_step)
             #expect(r.weight_bytes_per_token == FlopCount.weightBytesPerToken(m.weights))
             #expect(r.gb_per_s != nil)
-        case .gemm:
-            Issue.record("gemm is tested by gemmModeCoversTheStepsShapes")
+        case .gemm, .bandwidth:
+            Issue.record("tested by gemmModeCoversTheStepsShapes / bandwidthModeReportsReadRate")
         }
     }
 }
 
 extension BenchmarkTests {
+    /// `--mode bandwidth` reads the whole buffer each pass and reports bytes / median time.
+    @Test func bandwidthModeReportsReadRate() throws {
+        var o = BenchOptions(mode: .bandwidth)
+        o.steps = 3
+        let r = Benchmark.runBandwidth(options: o, bytes: 64 << 20, modelName: "none")
+        #expect(r.mode == "bandwidth" && r.step_seconds.count == 3)
+        let sorted = r.step_seconds.sorted()
+        #expect(r.seconds_per_step == sorted[1])
+        #expect(abs(r.gb_per_s! - Double(64 << 20) / sorted[1] / 1e9) <= 1e-9 * r.gb_per_s!)
+    }
+
     /// `--prompt-fraction`: the masked positions get no target and no logits.
     @Test func promptFractionMasksTheFirstPositions() throws {
         let (m, set) = try Self.model(.lora)

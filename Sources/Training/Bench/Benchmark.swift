@@ -12,6 +12,10 @@ public enum BenchMode: String, Sendable, CaseIterable {
     /// `dY·W` of every projection and the lm_head), with OpenBLAS's own threads: the machine's
     /// GEMM rate that the train/prefill figures are judged against.
     case gemm
+    /// The machine's read bandwidth with the engine's threads (each summing its own contiguous
+    /// slice of a buffer far larger than the caches, as decode's GEMV streams weights): the
+    /// bound that decode's GB/s is judged against, measured in the same run.
+    case bandwidth
 }
 
 public struct BenchOptions: Sendable {
@@ -214,6 +218,39 @@ public enum Benchmark {
             shapes: g.shapes, engine_gflops: g.engine)
     }
 
+    /// `--mode bandwidth`: median GB/s of `steps` passes (after one warm-up) reading `bytes`.
+    public static func runBandwidth(options o: BenchOptions, bytes: Int = 1 << 30, modelName: String) -> BenchResult {
+        let count = bytes / 4
+        let buffer = FloatBuffer(count: count, zeroed: false)
+        // Written once, so every page is really backed (untouched pages would read as the zero page).
+        buffer.pointer.update(repeating: 1, count: count)
+        let threads = BLAS.threads, p = UnsafePointer(buffer.pointer)
+        var sums = [Float](repeating: 0, count: threads)
+        var times: [Double] = []
+        for i in 0..<(o.warmup + o.steps) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            sums.withUnsafeMutableBufferPointer { out in
+                let out = out.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: threads) { t in
+                    let lo = count * t / threads, hi = count * (t + 1) / threads
+                    var acc = SIMD8<Float>()
+                    var j = lo
+                    while j + 8 <= hi { acc += UnsafeRawPointer(p + j).loadUnaligned(as: SIMD8<Float>.self); j += 8 }
+                    out[t] = acc.sum()
+                }
+            }
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            if i >= o.warmup { times.append(dt) }
+        }
+        precondition(sums.reduce(0, +) > 0, "bandwidth pass read nothing")
+        let step = median(times)
+        return BenchResult(
+            mode: BenchMode.bandwidth.rawValue, model: modelName, dtype: "float32", adapter: "none", trainable_parameters: 0,
+            seq: 0, batch: 0, threads: threads, steps: o.steps, tokens_per_s: 0, seconds_per_step: step, step_seconds: times,
+            flops_per_step: 0, gflops: 0, peak_rss_mb: peakRSSMegabytes(),
+            weight_bytes_per_token: nil, gb_per_s: Double(count * 4) / step / 1e9)
+    }
+
     /// Runs the benchmark in-process with warm-up; weights, adapters and threads are set up by the caller.
     public static func run(model: TransformerModel, adapters: AdapterSet?, options o: BenchOptions, modelName: String) throws -> BenchResult {
         let c = model.config
@@ -225,6 +262,8 @@ public enum Benchmark {
         switch o.mode {
         case .gemm:
             return runGEMM(config: c, options: o, modelName: modelName)
+        case .bandwidth:
+            return runBandwidth(options: o, modelName: modelName)
         case .train:
             let input = ModelInput(batch: o.batch, seqLen: o.seq, tokens: tokens)
             let masked = Int(o.promptFraction * Double(o.seq))
