@@ -29,7 +29,9 @@ let package = Package(
             cxxSettings: [.unsafeFlags(["-std=c++17"])],
             linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("stdc++")]
         ),
-        .target(name: "LLMCore", dependencies: ["COpenBLAS"], swiftSettings: release),
+        // Kernels compiled for AVX2+FMA via function target attributes, chosen at run time.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "LLMCore", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: release),
         .target(name: "Adapters", dependencies: ["LLMCore"], swiftSettings: release),
         .target(name: "Tokenize", dependencies: ["CSentencePiece", "LLMCore"], swiftSettings: release),
         .target(name: "Training", dependencies: ["LLMCore", "Adapters", "Tokenize", "Yams"], swiftSettings: release),

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // MARK: - GEMV over stored weights (decode)
@@ -22,6 +23,10 @@ import Foundation
 // weights are exactly the widener's / dequantizer's values (`Float(q) · d`), except the additive
 // per-block min of Q4_1/Q5_1/Q4_K/Q5_K, applied once to the block's Σx (as ggml does); results
 // equal widen-then-sgemm up to float32 summation order (tests: 1e-5 of Σ|x·w|).
+//
+// bf16 on a CPU with AVX2+FMA (checked at run time) goes to `ft_gemv_bf16_avx2` in the CKernels
+// C target instead: 8-lane FMA on weights widened by a shift, x read as is. The SSE2 code ran at
+// ~10 GB/s per core, so a 2-core decode topped out near 20 GB/s where the machine reads ~30.
 
 /// One weight matrix `[n, k]` in its stored dtype (row-major, rows `dtype.storageBytes(k)`
 /// bytes apart), and where its outputs go: `y[r·ldy + j]` for input row `r`, output `j`.
@@ -44,6 +49,14 @@ public enum GEMV {
     /// mul+add here) wins. Measured on one core, bf16 [1536, 576] × 60: rows 1 / 2 / 4 / 8 took
     /// 12 / 22 / 44 / 52 ms here against 44 / 43 / 33 / 35 ms widened + sgemm.
     public static let maxRows = 3
+
+    /// Which kernels `multiply` may use: `.best` takes the AVX2+FMA C kernel for bf16 when the CPU
+    /// has it (twice the SSE2 code's rate per core, which capped a 2-core decode near 20 GB/s);
+    /// `.portable` is the baseline-x86-64 Swift code everywhere (tests compare both).
+    public enum Kernels: Sendable { case best, portable }
+
+    /// Whether this CPU runs the AVX2+FMA kernels.
+    public static let hasAVX2FMA = ft_has_avx2_fma() != 0
 
     /// Whether `multiply` reads this dtype (the float types and every GGML block format).
     public static func supports(_ dtype: DType) -> Bool {
@@ -68,7 +81,8 @@ public enum GEMV {
     /// its stored dtype, and the output rows of all targets are split across the engine's threads
     /// (`BLAS.threads`). `k` must be a whole number of blocks for block formats.
     public static func multiply(x: UnsafePointer<Float>, rows m: Int, inFeatures k: Int, ldx: Int? = nil,
-                                targets: [GEMVTarget]) {
+                                targets: [GEMVTarget], kernels: Kernels = .best) {
+        let avx2 = kernels == .best && hasAVX2FMA
         let ldx = ldx ?? k
         precondition(m >= 0 && k >= 0 && ldx >= k, "GEMV: bad sizes m \(m), k \(k), ldx \(ldx)")
         if m == 0 || targets.isEmpty { return }
@@ -77,7 +91,7 @@ public enum GEMV {
             precondition(supports(t.dtype), "GEMV: unsupported weight dtype \(t.dtype.rawValue)")
             precondition(k % t.dtype.blockElements == 0, "GEMV(\(t.dtype.rawValue)): k = \(k) is not a whole number of blocks")
             precondition(m == 1 || t.ldy >= t.outFeatures, "GEMV: ldy \(t.ldy) < n \(t.outFeatures)")
-            needed[layout(t.dtype).rawValue] = true
+            if !(avx2 && t.dtype == .bf16) { needed[layout(t.dtype).rawValue] = true }  // the C kernel reads x as is
         }
         if k == 0 {
             for t in targets { for r in 0..<m { (t.y + r * t.ldy).update(repeating: 0, count: t.outFeatures) } }
@@ -123,6 +137,11 @@ public enum GEMV {
                 let l = layout(t.dtype)
                 let xp = l == .plain ? x : packedX + offset[l.rawValue]
                 let ldxp = l == .plain ? ldx : nb * 32
+                if avx2, t.dtype == .bf16 {
+                    ft_gemv_bf16_avx2((t.weights + item.lo * 2 * k).assumingMemoryBound(to: UInt16.self), item.hi - item.lo, k,
+                                      x, m, ldx, t.y + item.lo, t.ldy)
+                    return
+                }
                 rowRange(t, lo: item.lo, hi: item.hi, k: k, m: m, x: x, ldx: ldx, xp: xp, ldxp: ldxp, sums: sums)
             }
             if items.count == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: items.count, execute: run) }

@@ -82,8 +82,12 @@ import Glibc
         dtype.blockElements > 1 ? [dtype.blockElements, 3 * dtype.blockElements] : [13, 77, 96]
     }
 
-    @Test(arguments: dtypes)
-    func matchesWidenThenSgemm(_ dtype: DType) throws {
+    /// Both kernel sets: `.best` (the AVX2+FMA C kernel for bf16 when this CPU has it) and the
+    /// portable Swift code.
+    static let kernelSets: [GEMV.Kernels] = [.best, .portable]
+
+    @Test(arguments: dtypes, kernelSets)
+    func matchesWidenThenSgemm(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
         for k in Self.kValues(dtype) {
             let n = 37
             let bytes = Self.weightBytes(dtype, n: n, k: k, seed: UInt64(k))
@@ -99,13 +103,14 @@ import Glibc
                         x.withUnsafeBufferPointer { xp in
                             y.withUnsafeMutableBufferPointer { yp in
                                 GEMV.multiply(x: xp.baseAddress!, rows: m, inFeatures: k,
-                                              targets: [GEMVTarget(weights: w, dtype: dtype, outFeatures: n, y: yp.baseAddress!)])
+                                              targets: [GEMVTarget(weights: w, dtype: dtype, outFeatures: n, y: yp.baseAddress!)],
+                                              kernels: kernels)
                             }
                         }
                         return Self.reference(w, dtype, n: n, k: k, x: x, m: m)
                     }
                     let err = Self.worst(y, ref.y, ref.scale)
-                    #expect(err <= 1e-5, "\(dtype.rawValue) n \(n) k \(k) m \(m) offset \(offset): relative error \(err)")
+                    #expect(err <= 1e-5, "\(dtype.rawValue) \(kernels) n \(n) k \(k) m \(m) offset \(offset): relative error \(err)")
                 }
             }
         }
@@ -113,8 +118,8 @@ import Glibc
 
     /// Several matrices sharing x in one call (q/k/v), strided outputs, a size that splits
     /// across threads, and a strided x.
-    @Test(arguments: [DType.bf16, .f32, .q4_0])
-    func groupedStridedAndParallel(_ dtype: DType) throws {
+    @Test(arguments: [DType.bf16, .f32, .q4_0], kernelSets)
+    func groupedStridedAndParallel(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
         let k = 256, m = 3, ldx = k + 5
         let shapes = [(n: 700, ldy: 700), (n: 129, ldy: 140), (n: 1, ldy: 1)]
         let x = randomFloats(m * ldx, seed: 7)
@@ -130,14 +135,14 @@ import Glibc
         let targets = shapes.indices.map {
             GEMVTarget(weights: stored[$0], dtype: dtype, outFeatures: shapes[$0].n, y: ys[$0].pointer, ldy: shapes[$0].ldy)
         }
-        x.withUnsafeBufferPointer { GEMV.multiply(x: $0.baseAddress!, rows: m, inFeatures: k, ldx: ldx, targets: targets) }
+        x.withUnsafeBufferPointer { GEMV.multiply(x: $0.baseAddress!, rows: m, inFeatures: k, ldx: ldx, targets: targets, kernels: kernels) }
         let outs = ys.map { $0.array }
         let dense = (0..<m).flatMap { r in x[(r * ldx)..<(r * ldx + k)] }
         for (i, s) in shapes.enumerated() {
             let ref = weights[i].withUnsafeBytes { Self.reference($0.baseAddress!, dtype, n: s.n, k: k, x: dense, m: m) }
             let got = (0..<m).flatMap { r in outs[i][(r * s.ldy)..<(r * s.ldy + s.n)] }
             let err = Self.worst(got, ref.y, ref.scale)
-            #expect(err <= 1e-5, "\(dtype.rawValue) target \(i): relative error \(err)")
+            #expect(err <= 1e-5, "\(dtype.rawValue) \(kernels) target \(i): relative error \(err)")
             // Padding between strided rows is untouched.
             for r in 0..<m { for j in s.n..<s.ldy { #expect(outs[i][r * s.ldy + j].isNaN) } }
         }
