@@ -32,13 +32,19 @@ subset() {  # subset SRC DST FROM COUNT: COUNT records from index FROM (negative
 }
 
 run_pair() {  # run_pair TASK METHOD TRAIN VAL TEST COMMON_TRAIN_ARGS... -- EVAL_ARGS...
+  # METHOD: lora, ndlinear, or ndlinear-zero (NdLinear with --ndlinear-init zero; ours only:
+  # the reference script has the reference init alone).
   local task=$1 method=$2 train=$3 val=$4 test=$5; shift 5
+  local atype=${method%-zero} extra=()
+  [ "$atype" = "$method" ] || extra=(--ndlinear-init zero)
   local targs=() eargs=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do targs+=("$1"); shift; done
   shift; eargs=("$@")
   local init=$OUT/init-$task-$method ref=$OUT/ref-$task-$method ours=$OUT/ours-$task-$method
   # 1. the reference: writes the initial adapter, trains, evaluates (REF=0: ours alone).
-  if [ "${REF:-1}" = 0 ]; then
+  local ref_run=${REF:-1}
+  [ ${#extra[@]} = 0 ] || ref_run=0
+  if [ "$ref_run" = 0 ]; then
     init=""
   elif [ ! -f "$ref/summary.json" ]; then
     rm -rf "$init" "$ref"
@@ -50,7 +56,7 @@ run_pair() {  # run_pair TASK METHOD TRAIN VAL TEST COMMON_TRAIN_ARGS... -- EVAL
   if [ ! -f "$ours/adapter/adapter_config.json" ]; then
     rm -rf "$ours"
     timed "$ours.log" "$BIN" train --model "$MODEL" --data "$train" --val-data "$val" --output "$ours" \
-      --adapter-type "$method" ${init:+--adapter-init "$init"} --no-shuffle --threads "$THREADS" --log-every 8 "${targs[@]}"
+      --adapter-type "$atype" "${extra[@]}" ${init:+--adapter-init "$init"} --no-shuffle --threads "$THREADS" --log-every 8 "${targs[@]}"
   fi
   if [ ! -f "$ours/eval-$task.json" ]; then
     timed "$ours/eval-$task.log" "$BIN" eval --model "$MODEL" --adapter "$ours/adapter" --data "$test" --task "$task" \
@@ -58,7 +64,7 @@ run_pair() {  # run_pair TASK METHOD TRAIN VAL TEST COMMON_TRAIN_ARGS... -- EVAL
       --json "${eargs[@]}" > "$ours/eval-$task.json.tmp"
     mv "$ours/eval-$task.json.tmp" "$ours/eval-$task.json"
   fi
-  [ "${REF:-1}" = 0 ] || python3 scripts/compare_runs.py "$ours" "$ref" --title "$EXP $task $method" --svg "$OUT/loss-$task-$method.svg" \
+  [ "$ref_run" = 0 ] || python3 scripts/compare_runs.py "$ours" "$ref" --title "$EXP $task $method" --svg "$OUT/loss-$task-$method.svg" \
     > "$OUT/compare-$task-$method.json"
 }
 
@@ -107,7 +113,7 @@ exp3)  # ours only (REF=1 adds the PyTorch runs: hours on 2 cores)
   subset "$MATH" runs/data/math-val32.json -32 32
   subset "$DATASETS/gsm8k/test.json" runs/data/gsm8k-test$TEST_N.json 0 "$TEST_N"
   base_eval gsm8k runs/data/gsm8k-test$TEST_N.json "${EVAL[@]}"
-  for method in lora ndlinear; do
+  for method in lora ndlinear ndlinear-zero; do
     run_pair gsm8k "$method" runs/data/math-train$TRAIN_N.json runs/data/math-val32.json runs/data/gsm8k-test$TEST_N.json \
       "${COMMON[@]}" -- "${EVAL[@]}"
   done

@@ -48,7 +48,7 @@ def train_stats(run):
 
 
 def methods(out, task):
-    return [m for m in ("lora", "ndlinear") if os.path.isdir(f"{out}/ours-{task}-{m}")]
+    return [m for m in ("lora", "ndlinear", "ndlinear-zero") if os.path.isdir(f"{out}/ours-{task}-{m}")]
 
 
 def exp1(out):
@@ -93,7 +93,9 @@ def exp1(out):
 
 
 def exp3(out):
-    name = {"lora": "LoRA r=8", "ndlinear": "NdLinear-LoRA"}
+    zero = "ndlinear-zero" in methods(out, "gsm8k")
+    name = {"lora": "LoRA r=8", "ndlinear": "NdLinear-LoRA, reference init" if zero else "NdLinear-LoRA",
+            "ndlinear-zero": "NdLinear-LoRA, `--ndlinear-init zero`"}
     print("| run | train steps | train tokens | train s | tok/s | peak RSS MB (train) | GSM8K n | accuracy % (LLM-Adapters) | strict % (ours) | eval s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     b = load(f"{out}/base-gsm8k.json")
