@@ -19,11 +19,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
-        .systemLibrary(
-            name: "COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
+        // cpuid, and the GEMM libraries (OpenBLAS, oneDNN) loaded at run time with their kernels
+        // chosen from the CPU's features.
+        .target(name: "CBackend", cSettings: [.unsafeFlags(["-O2"])], linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "CSentencePiece",
             cxxSettings: [.unsafeFlags(["-std=c++17"])],
@@ -31,7 +29,7 @@ let package = Package(
         ),
         // Kernels compiled for AVX2+FMA via function target attributes, chosen at run time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
-        .target(name: "LLMCore", dependencies: ["COpenBLAS", "CKernels"], swiftSettings: release),
+        .target(name: "LLMCore", dependencies: ["CBackend", "CKernels"], swiftSettings: release),
         .target(name: "Adapters", dependencies: ["LLMCore"], swiftSettings: release),
         .target(name: "Tokenize", dependencies: ["CSentencePiece", "LLMCore"], swiftSettings: release),
         .target(name: "Training", dependencies: ["LLMCore", "Adapters", "Tokenize", "Yams"], swiftSettings: release),

@@ -1,34 +1,42 @@
-import COpenBLAS
+import CBackend
 import Foundation
 
-/// The one place that talks to OpenBLAS (ARCHITECTURE.md rule 2): `Int32` conversions and
-/// shape preconditions live here, callers pass `Int` sizes and raw pointers.
+/// The one place that calls the GEMM library (ARCHITECTURE.md rule 2): shape preconditions live
+/// here, callers pass `Int` sizes and raw pointers. Which library and which of its kernel sets
+/// run is `CPU.plan` (cpuid features, `--gemm`, `FINETUNE_ISA`), decided before the first call.
 ///
-/// Threading: OpenBLAS itself always runs single-threaded and the engine splits large GEMMs
+/// Threading: the library itself always runs single-threaded and the engine splits large GEMMs
 /// across its own threads (`threads`, all cores by default). OpenBLAS's pthread pool busy-waits
 /// between calls and oversubscribes the cores as soon as anything else runs in parallel
 /// (attention over heads, our elementwise kernels): measured 7× slower training on 2 cores.
 public enum BLAS {
-    nonisolated(unsafe) private static var width: Int = {
-        openblas_set_num_threads(1)
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
-    }()
+    nonisolated(unsafe) private static var width: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Sets the engine's thread count once for the process (0 or negative: all cores).
     public static func setThreads(_ n: Int) {
-        openblas_set_num_threads(1)
         width = n > 0 ? n : max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
+
+    /// The library chosen for this process (loaded on first use).
+    @inline(__always) static var backend: Int32 {
+        if let b = cachedBackend { return b }
+        let b: Int32 = CPU.plan.backend == .onednn ? Int32(FT_GEMM_ONEDNN) : Int32(FT_GEMM_OPENBLAS)
+        cachedBackend = b
+        return b
+    }
+    nonisolated(unsafe) private static var cachedBackend: Int32?
 
     /// Threads the engine uses for GEMMs and kernels.
     public static var threads: Int { width }
 
-    /// Runs `body` with OpenBLAS's OWN thread pool at `n` threads (then back to 1): the
-    /// reference rate `finetune bench --mode gemm` compares the engine with. Call `gemm` with
-    /// `parallel: false` inside, so the engine's split does not also apply.
-    public static func withOpenBLASThreads<T>(_ n: Int, _ body: () throws -> T) rethrows -> T {
-        openblas_set_num_threads(Int32(max(1, n)))
-        defer { openblas_set_num_threads(1) }
+    /// Runs `body` with the GEMM library's OWN threading at `n` threads (OpenBLAS's pool or
+    /// oneDNN's OpenMP team; then back to 1): the reference rate `finetune bench --mode gemm`
+    /// compares the engine with. Call `gemm` with `parallel: false` inside, so the engine's split
+    /// does not also apply.
+    public static func withLibraryThreads<T>(_ n: Int, _ body: () throws -> T) rethrows -> T {
+        _ = backend
+        ft_library_threads(Int32(max(1, n)))
+        defer { ft_library_threads(1) }
         return try body()
     }
 
@@ -63,9 +71,8 @@ public enum BLAS {
             // cache): sgemv streams B once, where sgemm would first pack all of it. With beta 0,
             // C may hold garbage (NaN bit patterns) that a beta-scaling y·0 would keep: clear it.
             if beta == 0 { c.update(repeating: 0, count: n) }
-            cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
-                        Int32(transB ? n : k), Int32(transB ? k : n), alpha, b, Int32(ldb),
-                        a, Int32(transA ? lda : 1), beta, c, 1)
+            _ = backend
+            ft_sgemv(transB ? 0 : 1, transB ? n : k, transB ? k : n, alpha, b, ldb, a, transA ? lda : 1, beta, c, 1)
             return
         }
         let parts = parallel ? min(width, max(m, n) / 16) : 1
@@ -93,11 +100,7 @@ public enum BLAS {
     private static func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
                               _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
                               _ beta: Float, _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
-        cblas_sgemm(
-            CblasRowMajor,
-            transA ? CblasTrans : CblasNoTrans,
-            transB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        ft_sgemm(backend, transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     }
 
     /// `y = alpha * op(A) x + beta * y` with `A` row-major `[m,n]`.
@@ -108,7 +111,7 @@ public enum BLAS {
         x: UnsafePointer<Float>, beta: Float = 0, y: UnsafeMutablePointer<Float>
     ) {
         if m == 0 || n == 0 { return }
-        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), alpha, a,
-                    Int32(lda ?? n), x, 1, beta, y, 1)
+        _ = backend
+        ft_sgemv(trans ? 1 : 0, m, n, alpha, a, lda ?? n, x, 1, beta, y, 1)
     }
 }

@@ -11,7 +11,7 @@ struct BenchCommand: ParsableCommand {
         discussion: "Build in release mode (swift build -c release) for meaningful figures.")
 
     @OptionGroup var model: ModelOptions
-    @Option(help: "train, prefill, decode, gemm (cblas_sgemm alone on the model's GEMM shapes, OpenBLAS's own threads), or bandwidth (the machine's read GB/s with --threads, decode's bound; ignores the model).") var mode: String = "train"
+    @Option(help: "train, prefill, decode, gemm (the GEMM library alone on the model's GEMM shapes, its own threads), or bandwidth (the machine's read GB/s with --threads, decode's bound; ignores the model).") var mode: String = "train"
     @Option(help: "none, lora or ndlinear.") var adapterType: String = "ndlinear"
     @Option(name: .customLong("r"), help: "LoRA rank.") var rank = 8
     @Option(help: "Projections to adapt.") var targetModules: String = "all-linear"
@@ -38,10 +38,10 @@ struct BenchCommand: ParsableCommand {
             o.promptFraction = promptFraction
             let r: BenchResult
             if benchMode == .bandwidth {
-                model.apply()
+                try model.apply()
                 r = Benchmark.runBandwidth(options: o, modelName: model.model)
             } else if benchMode == .gemm, model.model.hasSuffix(".json") {
-                model.apply()  // threads; a bare config needs no weights for GEMM shapes
+                try model.apply()  // threads; a bare config needs no weights for GEMM shapes
                 r = Benchmark.runGEMM(config: try ModelConfig.load(URL(fileURLWithPath: model.model)), options: o, modelName: model.model)
             } else {
                 let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
@@ -55,6 +55,7 @@ struct BenchCommand: ParsableCommand {
                 r = try Benchmark.run(model: m, adapters: adapters, options: o, modelName: model.model)
             }
             if json { try printJSON(r); return }
+            print(CPU.summary)
             if benchMode == .bandwidth {
                 print(String(format: "read bandwidth: %.1f GB/s with %d threads (median of %d passes over 1 GiB)", r.gb_per_s ?? 0, r.threads, r.steps))
                 return
@@ -62,7 +63,7 @@ struct BenchCommand: ParsableCommand {
             print(String(format: "%@ %@ [%@, %@]: %.1f tokens/s, %.3f s/step, %.1f GFLOP/s, peak RSS %.0f MB%@",
                          r.mode, r.model, r.dtype, r.adapter, r.tokens_per_s, r.seconds_per_step, r.gflops, r.peak_rss_mb,
                          r.gb_per_s.map { String(format: ", %.1f GB/s of weights", $0) } ?? ""))
-            if let e = r.engine_gflops { print(String(format: "  OpenBLAS threads %.1f GFLOP/s, engine split %.1f GFLOP/s", r.gflops, e)) }
+            if let e = r.engine_gflops { print(String(format: "  library threads %.1f GFLOP/s, engine split %.1f GFLOP/s", r.gflops, e)) }
         }
     }
 }

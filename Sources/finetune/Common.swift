@@ -42,6 +42,22 @@ func reportingErrors(_ body: () throws -> Void) throws {
 
 // MARK: - Shared options
 
+let gemmHelp = """
+    GEMM library: auto (OpenBLAS with its kernels matched to the CPU's features), openblas, or \
+    onednn (Debian's libdnnl2). FINETUNE_GEMM sets the same; FINETUNE_ISA=avx2 (or sse) caps \
+    every kernel, ours and the library's, at that level.
+    """
+
+/// Chooses the GEMM library and the ISA level for this process (`--gemm` wins over
+/// FINETUNE_GEMM); a bad value or a missing library is bad input (exit 2).
+func configureCPU(gemm: String) throws {
+    do {
+        try CPU.configure(backend: CPU.parseBackend(gemm, source: "--gemm"))
+    } catch let e as CPUConfigError {
+        throw InputError(e.description)
+    }
+}
+
 struct ModelOptions: ParsableArguments {
     @Option(help: "A Hugging Face model directory, a llama.cpp .gguf file, or a bare config.json (random weights).")
     var model: String
@@ -49,13 +65,18 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Threads for GEMMs and kernels (default: all cores).")
     var threads: Int?
 
-    func apply() {
+    @Option(help: ArgumentHelp(gemmHelp))
+    var gemm: String = "auto"
+
+    /// Sets the thread count and chooses the GEMM library and ISA level (before any GEMM).
+    func apply() throws {
         if let t = threads, t > 0 { BLAS.setThreads(t) }
+        try configureCPU(gemm: gemm)
     }
 
     /// Loads weights (random of `randomDType` for a bare config.json).
     func load(randomDType: DType = .bf16) throws -> ModelWeights {
-        apply()
+        try apply()
         return try ModelWeights.load(path: model, randomDType: randomDType)
     }
 

@@ -29,6 +29,7 @@ struct EvalCommand: ParsableCommand {
 
     @Option(help: "A Hugging Face model directory (not needed with --score).") var model: String?
     @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
+    @Option(help: ArgumentHelp(gemmHelp)) var gemm: String = "auto"
     @OptionGroup var adapter: AdapterOptions
     @Option(help: "Test data: JSON array or JSONL (instruction/input/output/answer, GSM8K question/answer, CSQA).") var data: String?
     @Option(help: "auto, or one of: \(EvalTask.allCases.map(\.rawValue).joined(separator: ", ")).") var task: String = "auto"
@@ -137,12 +138,14 @@ struct EvalCommand: ParsableCommand {
     func load(model path: String, data: String) throws -> (TransformerModel, (any Tokenizer)?, PromptTemplate.Chat?, [Example]) {
         var args = ["--model", path]
         if let threads { args += ["--threads", String(threads)] }
+        args += ["--gemm", gemm]
         let options = try ModelOptions.parse(args)
         if let limit, limit < 1 { throw InputError("--limit must be ≥ 1, got \(limit)") }
         let loaded = try loadExamples(from: URL(fileURLWithPath: data), strict: strict)
         for w in loaded.warnings { note("warning: \(w)") }
         let examples = limit.map { Array(loaded.examples.prefix($0)) } ?? loaded.examples
         let weights = try options.load()
+        note(CPU.summary)
         let tokenizer = try options.tokenizer()
         let chat = try options.chat(template: template, tokenizer: tokenizer)
         let adapters = try adapter.load(config: weights.config)

@@ -111,6 +111,7 @@ struct TrainCommand: ParsableCommand {
             let config = try trainConfig()
             try config.validate()
             let weights = try modelOptions.load()
+            if comm.isRoot { note(CPU.summary) }
             let tokenizer = try modelOptions.tokenizer()
             let chat = try modelOptions.chat(template: config.template, tokenizer: tokenizer)
             return try Trainer(config: config, weights: weights, tokenizer: tokenizer, chat: chat, communicator: comm)

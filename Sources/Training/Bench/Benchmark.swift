@@ -8,8 +8,8 @@ import Glibc
 /// What `finetune bench` measures.
 public enum BenchMode: String, Sendable, CaseIterable {
     case train, prefill, decode
-    /// `cblas_sgemm` alone on the model's GEMM shapes (forward `X·Wᵀ` and input-gradient
-    /// `dY·W` of every projection and the lm_head), with OpenBLAS's own threads: the machine's
+    /// The GEMM library alone on the model's GEMM shapes (forward `X·Wᵀ` and input-gradient
+    /// `dY·W` of every projection and the lm_head), with the library's own threads: the machine's
     /// GEMM rate that the train/prefill figures are judged against.
     case gemm
     /// The machine's read bandwidth with the engine's threads (each summing its own contiguous
@@ -33,8 +33,8 @@ public struct BenchOptions: Sendable {
     /// Train only: the fraction of each row's first positions without a target, as prompt
     /// masking gives (their logits are not computed).
     public var promptFraction: Double = 0
-    /// GEMM mode: OpenBLAS's own thread count for the reference rate (nil: the engine's).
-    /// `openblas_set_num_threads` is process-wide; tests pass 1 so that GEMMs running
+    /// GEMM mode: the library's own thread count for the reference rate (nil: the engine's).
+    /// OpenBLAS's thread count is process-wide; tests pass 1 so that GEMMs running
     /// concurrently elsewhere in the process are untouched.
     public var openBLASThreads: Int?
     public init(mode: BenchMode) { self.mode = mode }
@@ -65,10 +65,13 @@ public struct BenchResult: Encodable, Sendable {
     /// Decode only: weight bytes streamed per token and the achieved read bandwidth.
     public var weight_bytes_per_token: Double?
     public var gb_per_s: Double?
-    /// GEMM only: each shape's figures; `gflops` above is OpenBLAS's own threading over the
-    /// step's GEMMs, `engine_gflops` the engine's `BLAS.gemm` (its own row/column split).
+    /// GEMM only: each shape's figures; `gflops` above is the GEMM library's own threading
+    /// (`cpu.gemm_backend`) over the step's GEMMs, `engine_gflops` the engine's `BLAS.gemm` (its
+    /// own row/column split).
     public var shapes: [GEMMShapeResult]?
     public var engine_gflops: Double?
+    /// The CPU, the ISA level and the GEMM library the figures were taken with.
+    public var cpu: CPUReport = CPU.report
 }
 
 /// One GEMM shape of `bench --mode gemm`: `[m, k] · [k, n]`, run `count` times per step.
@@ -76,7 +79,7 @@ public struct GEMMShapeResult: Encodable, Sendable {
     public var name: String
     public var m: Int, n: Int, k: Int
     public var count: Int
-    public var openblas_gflops: Double
+    public var library_gflops: Double
     public var engine_gflops: Double
 }
 
@@ -174,8 +177,8 @@ public enum Benchmark {
         return out
     }
 
-    /// `cblas_sgemm` on the model's training GEMM shapes, OpenBLAS threading vs the engine's.
-    static func gemmRates(_ c: ModelConfig, rows: Int, options o: BenchOptions) -> (shapes: [GEMMShapeResult], openblas: Double, engine: Double, flops: Double) {
+    /// The library's sgemm on the model's training GEMM shapes, its own threading vs the engine's.
+    static func gemmRates(_ c: ModelConfig, rows: Int, options o: BenchOptions) -> (shapes: [GEMMShapeResult], library: Double, engine: Double, flops: Double) {
         var results: [GEMMShapeResult] = []
         var flops = 0.0, tOpen = 0.0, tEngine = 0.0
         var rng = SplitMix64(seed: 7)
@@ -188,7 +191,7 @@ public enum Benchmark {
             // One GEMM takes milliseconds: repeat it so each timed sample lasts ≥ ~50 ms at
             // 100 GFLOP/s, and take the median sample per call.
             let reps = max(1, Int(5e9 / f))
-            let open = BLAS.withOpenBLASThreads(o.openBLASThreads ?? BLAS.threads) {
+            let open = BLAS.withLibraryThreads(o.openBLASThreads ?? BLAS.threads) {
                 timeMedian(warmup: o.warmup, steps: max(o.steps, 5)) {
                     for _ in 0..<reps {
                         BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer, parallel: false)
@@ -199,22 +202,22 @@ public enum Benchmark {
                 for _ in 0..<reps { BLAS.gemm(transB: s.transB, m: s.m, n: s.n, k: s.k, a: a.pointer, b: b.pointer, c: cc.pointer) }
             } / Double(reps)
             results.append(GEMMShapeResult(name: s.name, m: s.m, n: s.n, k: s.k, count: s.count,
-                                           openblas_gflops: f / open / 1e9, engine_gflops: f / engine / 1e9))
+                                           library_gflops: f / open / 1e9, engine_gflops: f / engine / 1e9))
             flops += f * Double(s.count); tOpen += open * Double(s.count); tEngine += engine * Double(s.count)
         }
         return (results, flops / tOpen / 1e9, flops / tEngine / 1e9, flops)
     }
 
     /// `--mode gemm`: needs only the config. `seconds_per_step` is the time of one training
-    /// step's GEMMs at OpenBLAS's own threading (`gflops`); `engine_gflops` the engine's split.
+    /// step's GEMMs at the library's own threading (`gflops`); `engine_gflops` the engine's split.
     public static func runGEMM(config c: ModelConfig, options o: BenchOptions, modelName: String) -> BenchResult {
         let g = gemmRates(c, rows: o.batch * o.seq, options: o)
-        let step = g.flops / g.openblas / 1e9
+        let step = g.flops / g.library / 1e9
         return BenchResult(
             mode: BenchMode.gemm.rawValue, model: modelName, dtype: "float32", adapter: "none", trainable_parameters: 0,
             seq: o.seq, batch: o.batch, threads: o.openBLASThreads ?? BLAS.threads, steps: o.steps,
             tokens_per_s: Double(o.batch * o.seq) / step, seconds_per_step: step, step_seconds: [step],
-            flops_per_step: g.flops, gflops: g.openblas, peak_rss_mb: peakRSSMegabytes(),
+            flops_per_step: g.flops, gflops: g.library, peak_rss_mb: peakRSSMegabytes(),
             shapes: g.shapes, engine_gflops: g.engine)
     }
 

@@ -512,12 +512,15 @@ public final class Trainer {
                 let total_steps: Int, warmup_steps: Int, train_examples: Int, validation_examples: Int
                 let trainable_parameters: Int, adapter_modules: Int, threads: Int, base_dtype: String
                 let ranks: Int, global_batch: Int
+                /// The CPU, the ISA level and the GEMM library this run used.
+                let cpu: CPUReport
             }
         }
         let run = Run(config: config, resolved: .init(
             total_steps: totalSteps, warmup_steps: schedule.warmupSteps, train_examples: train.count, validation_examples: val.count,
             trainable_parameters: adapters.parameterCount, adapter_modules: adapters.adapters.count, threads: BLAS.threads,
-            base_dtype: model.weights.storageDType.torchName, ranks: comm.size, global_batch: globalBatch))
+            base_dtype: model.weights.storageDType.torchName, ranks: comm.size, global_batch: globalBatch,
+            cpu: CPU.report))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.keyEncodingStrategy = .convertToSnakeCase
