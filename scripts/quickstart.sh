@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in libopenblas-dev libsentencepiece-dev pkg-config libopenmpi-dev openmpi-bin; do
+for p in libopenblas-dev libdnnl2 libsentencepiece-dev pkg-config libopenmpi-dev openmpi-bin; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
