@@ -27,7 +27,8 @@ let package = Package(
             cxxSettings: [.unsafeFlags(["-std=c++17"])],
             linkerSettings: [.linkedLibrary("sentencepiece"), .linkedLibrary("stdc++")]
         ),
-        // Kernels compiled for AVX2+FMA via function target attributes, chosen at run time.
+        // Kernels compiled for AVX2 and AVX-512 via function target attributes, chosen at run
+        // time by CPU.isa (cpuid capped by FINETUNE_ISA).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "LLMCore", dependencies: ["CBackend", "CKernels"], swiftSettings: release),
         .target(name: "Adapters", dependencies: ["LLMCore"], swiftSettings: release),

@@ -24,9 +24,13 @@ import Foundation
 // per-block min of Q4_1/Q5_1/Q4_K/Q5_K, applied once to the block's Σx (as ggml does); results
 // equal widen-then-sgemm up to float32 summation order (tests: 1e-5 of Σ|x·w|).
 //
-// bf16 on a CPU with AVX2+FMA (checked at run time) goes to `ft_gemv_bf16_avx2` in the CKernels
-// C target instead: 8-lane FMA on weights widened by a shift, x read as is. The SSE2 code ran at
-// ~10 GB/s per core, so a 2-core decode topped out near 20 GB/s where the machine reads ~30.
+// On AVX2 and AVX-512 CPUs (`CPU.isa`: cpuid capped by FINETUNE_ISA) f32, bf16, f16, Q8_0, Q4_0,
+// Q4_1, Q5_0 and Q5_1 go to the C kernels in CKernels instead (`ft_gemv_<dtype>_<isa>`): 8- or
+// 16-lane FMA on weights widened in registers to the same exact values, x read as is (no packing).
+// On the Zen 4 here (SmolLM2-135M's projections, 2 threads) f32 and bf16 were already bound by
+// the weight stream (~22–28 GB/s of ~31) and stay there; f16 and the block formats, which this
+// Swift code decodes at 2–10 GB/s, run 2–4× faster. The K-quants (Q4_K, Q5_K, Q6_K) still run the
+// Swift code at every level.
 
 /// One weight matrix `[n, k]` in its stored dtype (row-major, rows `dtype.storageBytes(k)`
 /// bytes apart), and where its outputs go: `y[r·ldy + j]` for input row `r`, output `j`.
@@ -47,16 +51,80 @@ public enum GEMV {
     /// Input rows up to which `linear` multiplies the stored weights directly; above it the
     /// weights are widened once and sgemm's compute rate (AVX2/FMA in OpenBLAS, against SSE2
     /// mul+add here) wins. Measured on one core, bf16 [1536, 576] × 60: rows 1 / 2 / 4 / 8 took
-    /// 12 / 22 / 44 / 52 ms here against 44 / 43 / 33 / 35 ms widened + sgemm.
+    /// 12 / 22 / 44 / 52 ms here against 44 / 43 / 33 / 35 ms widened + sgemm (with the Swift
+    /// kernels; not re-measured with the C kernels, which also take up to three rows per load).
     public static let maxRows = 3
 
-    /// Which kernels `multiply` may use: `.best` takes the AVX2+FMA C kernel for bf16 when the CPU
-    /// has it (twice the SSE2 code's rate per core, which capped a 2-core decode near 20 GB/s);
-    /// `.portable` is the baseline-x86-64 Swift code everywhere (tests compare both).
-    public enum Kernels: Sendable { case best, portable }
+    /// Which kernels `multiply` uses. `.best` follows `CPU.isa` (the CPU's level capped by
+    /// FINETUNE_ISA), so a capped run measures what a smaller CPU would run; the explicit levels
+    /// exist for tests and benchmarks, which compare every set this CPU runs
+    /// (`availableKernelSets`). `.portable` is the baseline-x86-64 Swift code everywhere.
+    public enum Kernels: Sendable, Hashable, CustomStringConvertible {
+        case best, avx512, avx2, portable
 
-    /// Whether this CPU runs the AVX2+FMA kernels.
-    public static let hasAVX2FMA = ft_has_avx2_fma() != 0
+        /// The instruction-set level these kernels run at.
+        public var level: ISALevel {
+            switch self {
+            case .best: CPU.isa
+            case .avx512: .avx512
+            case .avx2: .avx2
+            case .portable: .baseline
+            }
+        }
+
+        public var description: String {
+            switch self { case .best: "best"; case .avx512: "avx512"; case .avx2: "avx2"; case .portable: "portable" }
+        }
+    }
+
+    /// The explicit kernel sets this CPU runs, widest first (`.portable` always).
+    public static var availableKernelSets: [Kernels] {
+        var sets: [Kernels] = []
+        if CPU.detectedISA >= .avx512 { sets.append(.avx512) }
+        if CPU.detectedISA >= .avx2 { sets.append(.avx2) }
+        sets.append(.portable)
+        return sets
+    }
+
+    /// A C kernel (the `ft_gemv_fn` contract in CKernels.h).
+    typealias CKernel = @convention(c) (UnsafeRawPointer?, Int, Int, Int, UnsafePointer<Float>?, Int, Int,
+                                        UnsafeMutablePointer<Float>?, Int) -> Void
+
+    /// The C kernels are compiled with F16C (f16 weights, block scales) next to AVX2/AVX-512;
+    /// every such CPU has it, but a hypervisor could hide it.
+    static let hasF16C = CPU.features.f16c != 0
+
+    /// The C kernel for `dtype` at `level`, or nil where the Swift code runs (baseline, K-quants).
+    static func cKernel(_ dtype: DType, _ level: ISALevel) -> CKernel? {
+        guard hasF16C else { return nil }
+        switch level {
+        case .baseline: return nil
+        case .avx2:
+            switch dtype {
+            case .f32: return ft_gemv_f32_avx2
+            case .bf16: return ft_gemv_bf16_avx2
+            case .f16: return ft_gemv_f16_avx2
+            case .q8_0: return ft_gemv_q8_0_avx2
+            case .q4_0: return ft_gemv_q4_0_avx2
+            case .q4_1: return ft_gemv_q4_1_avx2
+            case .q5_0: return ft_gemv_q5_0_avx2
+            case .q5_1: return ft_gemv_q5_1_avx2
+            default: return nil
+            }
+        case .avx512:
+            switch dtype {
+            case .f32: return ft_gemv_f32_avx512
+            case .bf16: return ft_gemv_bf16_avx512
+            case .f16: return ft_gemv_f16_avx512
+            case .q8_0: return ft_gemv_q8_0_avx512
+            case .q4_0: return ft_gemv_q4_0_avx512
+            case .q4_1: return ft_gemv_q4_1_avx512
+            case .q5_0: return ft_gemv_q5_0_avx512
+            case .q5_1: return ft_gemv_q5_1_avx512
+            default: return nil
+            }
+        }
+    }
 
     /// Whether `multiply` reads this dtype (the float types and every GGML block format).
     public static func supports(_ dtype: DType) -> Bool {
@@ -82,16 +150,21 @@ public enum GEMV {
     /// (`BLAS.threads`). `k` must be a whole number of blocks for block formats.
     public static func multiply(x: UnsafePointer<Float>, rows m: Int, inFeatures k: Int, ldx: Int? = nil,
                                 targets: [GEMVTarget], kernels: Kernels = .best) {
-        let avx2 = kernels == .best && hasAVX2FMA
+        let level = kernels.level
+        precondition(level <= CPU.detectedISA, "GEMV: \(kernels) kernels need \(level); this CPU runs \(CPU.detectedISA)")
         let ldx = ldx ?? k
         precondition(m >= 0 && k >= 0 && ldx >= k, "GEMV: bad sizes m \(m), k \(k), ldx \(ldx)")
         if m == 0 || targets.isEmpty { return }
         var needed = [Bool](repeating: false, count: Layout.allCases.count)
+        // Each target's C kernel (nil: the Swift code).
+        var cKernels: [CKernel?] = []
+        cKernels.reserveCapacity(targets.count)
         for t in targets {
             precondition(supports(t.dtype), "GEMV: unsupported weight dtype \(t.dtype.rawValue)")
             precondition(k % t.dtype.blockElements == 0, "GEMV(\(t.dtype.rawValue)): k = \(k) is not a whole number of blocks")
             precondition(m == 1 || t.ldy >= t.outFeatures, "GEMV: ldy \(t.ldy) < n \(t.outFeatures)")
-            if !(avx2 && t.dtype == .bf16) { needed[layout(t.dtype).rawValue] = true }  // the C kernel reads x as is
+            cKernels.append(cKernel(t.dtype, level))
+            if cKernels.last! == nil { needed[layout(t.dtype).rawValue] = true }  // C kernels read x as is
         }
         if k == 0 {
             for t in targets { for r in 0..<m { (t.y + r * t.ldy).update(repeating: 0, count: t.outFeatures) } }
@@ -134,14 +207,15 @@ public enum GEMV {
             let packedX = UnsafePointer(s), sums = UnsafePointer(s + sumsOffset)
             let run: (Int) -> Void = { i in
                 let item = items[i], t = targets[item.t]
+                if let kernel = cKernels[item.t] {
+                    // F16C/AVX-512 convert f16 inf/NaN exactly, so no `hasNonFiniteF16` scan here.
+                    let rowBytes = t.dtype.storageBytes(elements: k)
+                    kernel(t.weights + item.lo * rowBytes, rowBytes, item.hi - item.lo, k, x, m, ldx, t.y + item.lo, t.ldy)
+                    return
+                }
                 let l = layout(t.dtype)
                 let xp = l == .plain ? x : packedX + offset[l.rawValue]
                 let ldxp = l == .plain ? ldx : nb * 32
-                if avx2, t.dtype == .bf16 {
-                    ft_gemv_bf16_avx2((t.weights + item.lo * 2 * k).assumingMemoryBound(to: UInt16.self), item.hi - item.lo, k,
-                                      x, m, ldx, t.y + item.lo, t.ldy)
-                    return
-                }
                 rowRange(t, lo: item.lo, hi: item.hi, k: k, m: m, x: x, ldx: ldx, xp: xp, ldxp: ldxp, sums: sums)
             }
             if items.count == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: items.count, execute: run) }

@@ -10,7 +10,9 @@ import Glibc
 /// then `cblas_sgemm`. Equal within 1e-5 relative to the output's scale Σ|x·w| (float32
 /// summation order, and block scales applied to block sums), for every dtype, sizes that are not
 /// multiples of the SIMD width, several input rows, unaligned weight bytes, several matrices per
-/// call, strided outputs and both the inline and the parallel split.
+/// call, strided outputs and both the inline and the parallel split. Every test of `multiply` runs
+/// over each kernel set this CPU has (`GEMV.availableKernelSets`: AVX-512, AVX2, portable), so a
+/// broken vector tail or block decoder in any of them fails here whatever `FINETUNE_ISA` says.
 @Suite struct GEMVTests {
     static let dtypes: [DType] = [.f32, .bf16, .f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
 
@@ -79,19 +81,29 @@ import Glibc
     }
 
     static func kValues(_ dtype: DType) -> [Int] {
-        dtype.blockElements > 1 ? [dtype.blockElements, 3 * dtype.blockElements] : [13, 77, 96]
+        // Element types: k % 16 of 13 / 5 / 13 / 0 (a whole 8-lane step and a partial one, or 8
+        // lanes and 5 scalar values, after none or several 16-value steps). Blocks: one, and an
+        // odd count (the AVX-512 one-row loop takes blocks in pairs).
+        dtype.blockElements > 1 ? [dtype.blockElements, 3 * dtype.blockElements] : [13, 53, 77, 96]
     }
 
-    /// Both kernel sets: `.best` (the AVX2+FMA C kernel for bf16 when this CPU has it) and the
-    /// portable Swift code.
-    static let kernelSets: [GEMV.Kernels] = [.best, .portable]
+    /// The explicit kernel sets this CPU runs (`.best` is one of them).
+    static let kernelSets = GEMV.availableKernelSets
+
+    /// The sets follow the detected ISA; `.best` follows the (possibly capped) `CPU.isa`.
+    @Test func kernelSetsFollowTheCPU() {
+        #expect(Self.kernelSets.last == .portable)
+        #expect(Self.kernelSets.contains(.avx2) == (CPU.detectedISA >= .avx2))
+        #expect(Self.kernelSets.contains(.avx512) == (CPU.detectedISA >= .avx512))
+        #expect(GEMV.Kernels.best.level == CPU.isa)
+    }
 
     @Test(arguments: dtypes, kernelSets)
     func matchesWidenThenSgemm(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
         for k in Self.kValues(dtype) {
             let n = 37
             let bytes = Self.weightBytes(dtype, n: n, k: k, seed: UInt64(k))
-            for m in [1, 2, 3, 5, 8] {
+            for m in [1, 2, 3, 4, 5, 8] {  // row groups of 3, 2 and 1, alone and after others
                 let x = randomFloats(m * k, seed: UInt64(100 + m))
                 // Unaligned weights: GGUF tensors hold 18/20/34-byte blocks at any offset.
                 for offset in dtype.isQuantized ? [0, 1, 3] : [0, 2] {
@@ -118,7 +130,7 @@ import Glibc
 
     /// Several matrices sharing x in one call (q/k/v), strided outputs, a size that splits
     /// across threads, and a strided x.
-    @Test(arguments: [DType.bf16, .f32, .q4_0], kernelSets)
+    @Test(arguments: [DType.bf16, .f32, .f16, .q8_0, .q4_0, .q5_1, .q6_K], kernelSets)
     func groupedStridedAndParallel(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
         let k = 256, m = 3, ldx = k + 5
         let shapes = [(n: 700, ldy: 700), (n: 129, ldy: 140), (n: 1, ldy: 1)]
@@ -150,7 +162,8 @@ import Glibc
 
     /// f16 rows holding inf/NaN take the exact scalar path: the same non-finite outputs as the
     /// reference (the vector converter alone would turn them into finite values).
-    @Test func f16NonFinite() throws {
+    @Test(arguments: kernelSets)
+    func f16NonFinite(_ kernels: GEMV.Kernels) throws {
         let n = 4, k = 64
         var bytes = Self.weightBytes(.f16, n: n, k: k, seed: 3)
         func put(_ row: Int, _ col: Int, _ bits: UInt16) {
@@ -162,7 +175,10 @@ import Glibc
         let x = randomFloats(k, seed: 4).map { abs($0) + 0.1 }
         var y = [Float](repeating: 0, count: n)
         bytes.withUnsafeBytes { w in
-            y.withUnsafeMutableBufferPointer { GEMV.multiply(x: x, rows: 1, inFeatures: k, targets: [GEMVTarget(weights: w.baseAddress!, dtype: .f16, outFeatures: n, y: $0.baseAddress!)]) }
+            y.withUnsafeMutableBufferPointer {
+                GEMV.multiply(x: x, rows: 1, inFeatures: k, targets: [GEMVTarget(weights: w.baseAddress!, dtype: .f16, outFeatures: n, y: $0.baseAddress!)],
+                              kernels: kernels)
+            }
         }
         let ref = bytes.withUnsafeBytes { Self.reference($0.baseAddress!, .f16, n: n, k: k, x: x, m: 1) }
         #expect(y[1] == .infinity && ref.y[1] == .infinity)
@@ -170,26 +186,79 @@ import Glibc
         #expect(Self.worst([y[0], y[3]], [ref.y[0], ref.y[3]], [ref.scale[0], ref.scale[3]]) <= 1e-5)
     }
 
-    /// Block decoders load up to 3 bytes past a block's payload: the last row of a matrix must
-    /// not read past the tensor (weights ending right before an inaccessible page).
-    @Test(arguments: [DType.q8_0, .q4_0, .q4_1, .bf16, .f32])
-    func lastRowStaysInsideTheTensor(_ dtype: DType) throws {
-        let n = 3, k = 64
-        let bytes = Self.weightBytes(dtype, n: n, k: k, seed: 9)
+    /// Block decoders load up to 3 bytes past a block's payload and vector tails could read a
+    /// whole vector: the last row of a matrix must not read past the tensor, nor the last input
+    /// value past x (weights and x each ending right before an inaccessible page).
+    @Test(arguments: [DType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .bf16, .f16, .f32], kernelSets)
+    func lastRowStaysInsideTheTensor(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
+        let n = 3
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        guard let region = mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+        // Pages: weights | guard | x | guard.
+        guard let region = mmap(nil, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               region != MAP_FAILED else { Issue.record("mmap failed"); return }
-        defer { munmap(region, 2 * page) }
+        defer { munmap(region, 4 * page) }
         #expect(mprotect(region + page, page, PROT_NONE) == 0)
-        let w = region + page - bytes.count
-        bytes.withUnsafeBytes { w.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        let x = randomFloats(k, seed: 10)
-        var y = [Float](repeating: 0, count: n)
-        y.withUnsafeMutableBufferPointer {
-            GEMV.multiply(x: x, rows: 1, inFeatures: k, targets: [GEMVTarget(weights: UnsafeRawPointer(w), dtype: dtype, outFeatures: n, y: $0.baseAddress!)])
+        #expect(mprotect(region + 3 * page, page, PROT_NONE) == 0)
+        for k in dtype.blockElements > 1 ? [64] : [13, 64, 77] {
+            let bytes = Self.weightBytes(dtype, n: n, k: k, seed: 9)
+            let w = region + page - bytes.count
+            bytes.withUnsafeBytes { w.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            let xs = randomFloats(k, seed: 10)
+            let x = (region + 3 * page - 4 * k).bindMemory(to: Float.self, capacity: k)
+            x.update(from: xs, count: k)
+            var y = [Float](repeating: 0, count: n)
+            y.withUnsafeMutableBufferPointer {
+                GEMV.multiply(x: x, rows: 1, inFeatures: k,
+                              targets: [GEMVTarget(weights: UnsafeRawPointer(w), dtype: dtype, outFeatures: n, y: $0.baseAddress!)],
+                              kernels: kernels)
+            }
+            let ref = Self.reference(UnsafeRawPointer(w), dtype, n: n, k: k, x: xs, m: 1)
+            #expect(Self.worst(y, ref.y, ref.scale) <= 1e-5, "\(dtype.rawValue) \(kernels) k \(k)")
         }
-        let ref = Self.reference(UnsafeRawPointer(w), dtype, n: n, k: k, x: x, m: 1)
-        #expect(Self.worst(y, ref.y, ref.scale) <= 1e-5)
+    }
+
+    /// Every bf16/f16 bit pattern (inf, NaN, subnormals, ±0) through `multiply`, each picked out
+    /// by one-hot input rows: the output is exactly the standard library's conversion (one
+    /// nonzero product; other lanes add ±0, or NaN where a row holds inf/NaN, which any summation
+    /// order gives alike). k = 44 leaves a tail after the 16-value steps (AVX-512: a whole and a
+    /// partial masked step; AVX2: an 8-lane step and 4 scalar values; portable: 12 scalar).
+    @Test(arguments: [DType.bf16, .f16], kernelSets)
+    func everyHalfPatternExact(_ dtype: DType, _ kernels: GEMV.Kernels) {
+        let k = 44, n = (65536 + k - 1) / k, m = 3
+        var bytes = [UInt8](repeating: 0, count: 2 * n * k)
+        bytes.withUnsafeMutableBytes { raw in
+            for i in 0..<65536 { raw.storeBytes(of: UInt16(i), toByteOffset: 2 * i, as: UInt16.self) }
+        }
+        func value(_ i: Int) -> Float {
+            let h = i < 65536 ? UInt16(i) : 0
+            return dtype == .bf16 ? bf16ToFloat(h) : Float(Float16(bitPattern: h))
+        }
+        var bad = 0, first = ""
+        for c0 in stride(from: 0, to: k, by: m) {
+            let cols = (c0..<min(c0 + m, k)).map { $0 }
+            var x = [Float](repeating: 0, count: cols.count * k)
+            for (r, c) in cols.enumerated() { x[r * k + c] = 1 }
+            var y = [Float](repeating: 0, count: cols.count * n)
+            bytes.withUnsafeBytes { w in
+                y.withUnsafeMutableBufferPointer {
+                    GEMV.multiply(x: x, rows: cols.count, inFeatures: k,
+                                  targets: [GEMVTarget(weights: w.baseAddress!, dtype: dtype, outFeatures: n, y: $0.baseAddress!)],
+                                  kernels: kernels)
+                }
+            }
+            for (r, c) in cols.enumerated() {
+                for j in 0..<n {
+                    var ref: Float = 0
+                    for i in 0..<k { ref += x[r * k + i] * value(j * k + i) }
+                    let got = y[r * n + j]
+                    if ref.isNaN ? !got.isNaN : got != ref {
+                        bad += 1
+                        if first.isEmpty { first = "pattern 0x\(String(j * k + c, radix: 16)): \(got) vs \(ref)" }
+                    }
+                }
+            }
+        }
+        #expect(bad == 0, "\(dtype.rawValue) \(kernels): \(bad) outputs differ, first \(first)")
     }
 
     /// The vectorized bf16/f16 widening (prefill, lm_head chunks, embeddings) is exact: every
