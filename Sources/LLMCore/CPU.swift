@@ -35,7 +35,8 @@ public enum ISALevel: Int, Comparable, Sendable, CaseIterable, CustomStringConve
 public enum GEMMBackend: String, Sendable, CaseIterable, CustomStringConvertible {
     /// OpenBLAS, its kernel set (`OPENBLAS_CORETYPE`) chosen from the ISA level before it loads.
     case openblas
-    /// oneDNN's `dnnl_sgemm` (Debian's libdnnl2), which picks its kernels from cpuid itself.
+    /// oneDNN's `dnnl_sgemm` (Debian's libdnnl2, loaded at run time), which picks its kernels
+    /// from cpuid itself: the default at AVX-512 (`preferredBackend`).
     case onednn
     public var description: String { rawValue }
 }
@@ -132,10 +133,12 @@ public enum CPU {
         return b
     }
 
-    /// The engine's choice when nobody asks: OpenBLAS with its kernels matched to the ISA level.
-    /// Measured (BENCHMARKS.md): on AVX2 its Haswell kernels match or beat oneDNN; on the AMD
-    /// Zen 4 here both reach the same ~170–190 GFLOP/s on the step's shapes at 2 threads.
-    public static func defaultBackend(isa: ISALevel) -> GEMMBackend { .openblas }
+    /// The engine's choice when nobody asks, by measurement (BENCHMARKS.md, issue 18): at AVX-512
+    /// oneDNN's sgemm beats OpenBLAS's AVX-512 kernels (Intel Xeon 4th/5th gen: 292–341 against
+    /// 260–282 GFLOP/s on the step's shapes; AMD Zen 4: training steps 5–7% faster); at AVX2
+    /// OpenBLAS's Haswell kernels match or beat it (Zen 4 capped at AVX2: qwen3-0.6b's step 25%
+    /// slower with oneDNN). Without libdnnl2 it is OpenBLAS everywhere.
+    public static func preferredBackend(isa: ISALevel) -> GEMMBackend { isa == .avx512 ? .onednn : .openblas }
 
     // MARK: Process state
 
@@ -180,7 +183,8 @@ public enum CPU {
     private static func makeLocked(backend requested: GEMMBackend?) throws -> Plan {
         let env = try environmentRequest()
         let isa = min(detectedISA, env.isaCap ?? .avx512)
-        let backend = requested ?? env.backend ?? defaultBackend(isa: isa)
+        let explicit = requested ?? env.backend
+        var backend = explicit ?? preferredBackend(isa: isa)
         var err = [CChar](repeating: 0, count: 512)
         // OpenBLAS is always loaded: sgemv (decode's LoRA and attention) and the default GEMMs.
         let coretype = openBLASCoretype(for: isa, capped: isa < detectedISA, avx512BF16: features.avx512_bf16 != 0)
@@ -189,10 +193,13 @@ public enum CPU {
         var kernels = String(cString: ft_openblas_corename())
         if let user = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], !user.isEmpty { kernels += " (OPENBLAS_CORETYPE=\(user))" }
         if backend == .onednn {
-            guard ft_onednn_load(oneDNNCap(for: isa), &err, Int32(err.count)) == 0 else {
+            if ft_onednn_load(oneDNNCap(for: isa), &err, Int32(err.count)) == 0 {
+                kernels = oneDNNISAName(ft_onednn_isa())
+            } else if explicit == .onednn {
                 throw CPUConfigError.libraryUnavailable(.onednn, String(cString: err))
+            } else {
+                backend = .openblas  // auto without libdnnl2
             }
-            kernels = oneDNNISAName(ft_onednn_isa())
         }
         let p = Plan(isa: isa, backend: backend, libraryKernels: kernels, capped: isa < detectedISA)
         active = p

@@ -49,7 +49,8 @@ import Testing
         let request = try CPU.environmentRequest()
         let plan = CPU.plan
         #expect(plan.isa == min(CPU.detectedISA, request.isaCap ?? .avx512))
-        #expect(plan.backend == request.backend ?? .openblas)
+        let preferred = CPU.preferredBackend(isa: plan.isa)
+        #expect(plan.backend == request.backend ?? (preferred == .onednn && Self.oneDNNInstalled ? .onednn : .openblas))
         guard plan.backend == .openblas, env["OPENBLAS_CORETYPE"] == nil else { return }
         let want = CPU.openBLASCoretype(for: plan.isa, capped: plan.capped, avx512BF16: CPU.features.avx512_bf16 != 0)
         if let want { #expect(plan.libraryKernels.lowercased() == want.lowercased()) }
@@ -58,14 +59,15 @@ import Testing
     // MARK: - Every backend and ISA level
 
     /// (FINETUNE_ISA, FINETUNE_GEMM) pairs this machine runs besides the default one (the whole
-    /// suite's own process): every lower level with OpenBLAS, and oneDNN at every level when
-    /// libdnnl2 is installed.
+    /// suite's own process): every level with OpenBLAS, and with oneDNN when libdnnl2 is
+    /// installed.
     static var matrix: [(isa: String, gemm: String)] {
-        var out: [(String, String)] = []
         let levels = ISALevel.allCases.filter { $0 <= CPU.detectedISA }.reversed()
-        for l in levels where l < CPU.detectedISA { out.append((l.description, "openblas")) }
-        if oneDNNInstalled { for l in levels { out.append((l.description, "onednn")) } }
-        return out
+        let backends = oneDNNInstalled ? [GEMMBackend.openblas, .onednn] : [.openblas]
+        let plan = CPU.plan
+        return levels.flatMap { l in backends.map { (l, $0) } }
+            .filter { !($0.0 == plan.isa && $0.1 == plan.backend) }
+            .map { ($0.0.description, $0.1.rawValue) }
     }
 
     static var oneDNNInstalled: Bool {
