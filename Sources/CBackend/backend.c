@@ -84,7 +84,8 @@ static void *must_sym(void *h, const char *lib, const char *name, char *err, int
 int ft_openblas_load(const char *coretype, char *err, int errlen) {
     const char *lib = "libopenblas.so.0";
     int set = 0;
-    if (coretype && !getenv("OPENBLAS_CORETYPE")) { setenv("OPENBLAS_CORETYPE", coretype, 1); set = 1; }
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (coretype && (!user || !*user)) { setenv("OPENBLAS_CORETYPE", coretype, 1); set = 1; }
     void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     if (set) unsetenv("OPENBLAS_CORETYPE");  // children (python, mpirun ranks) decide for themselves
     if (!h) { snprintf(err, errlen, "cannot load %s (%s): install libopenblas0 (Debian) or the openblas runtime", lib, dlerror()); return -1; }

@@ -55,6 +55,17 @@ public enum GEMV {
     /// kernels; not re-measured with the C kernels, which also take up to three rows per load).
     public static let maxRows = 3
 
+    /// Input rows up to which a dtype with a C kernel at the current level (`CPU.isa`) is
+    /// multiplied in its stored dtype. The C kernels take the rows three at a time over each
+    /// thread's cache-sized slice of weight rows, so the weights stream from memory once for
+    /// all rows, where widen + sgemm writes and re-reads an f32 copy of every weight each step.
+    public static let maxRowsCKernel = 16
+
+    /// Input rows up to which `linear` reads this dtype's stored weights directly.
+    public static func rowLimit(_ dtype: DType) -> Int {
+        cKernel(dtype, CPU.isa) != nil ? maxRowsCKernel : maxRows
+    }
+
     /// Which kernels `multiply` uses. `.best` follows `CPU.isa` (the CPU's level capped by
     /// FINETUNE_ISA), so a capped run measures what a smaller CPU would run; the explicit levels
     /// exist for tests and benchmarks, which compare every set this CPU runs

@@ -204,7 +204,7 @@ public final class TransformerModel: @unchecked Sendable {
     /// widening it for sgemm: few rows (decode, batched generation) make it memory-bound.
     @inline(__always)
     func usesGEMV(rows: Int, _ view: TensorView) -> Bool {
-        rows <= GEMV.maxRows && GEMV.supports(view.dtype)
+        rows <= GEMV.rowLimit(view.dtype) && GEMV.supports(view.dtype)
     }
 
     // MARK: Linear (the single place adapters apply)

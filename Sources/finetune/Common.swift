@@ -43,9 +43,9 @@ func reportingErrors(_ body: () throws -> Void) throws {
 // MARK: - Shared options
 
 let gemmHelp = """
-    GEMM library: auto (OpenBLAS with its kernels matched to the CPU's features), openblas, or \
-    onednn (Debian's libdnnl2). FINETUNE_GEMM sets the same; FINETUNE_ISA=avx2 (or sse) caps \
-    every kernel, ours and the library's, at that level.
+    GEMM library: auto (from the CPU's features: oneDNN at AVX-512 when libdnnl2 is installed, \
+    else OpenBLAS with its kernels matched to the CPU), openblas, or onednn. FINETUNE_GEMM sets \
+    the same; FINETUNE_ISA=avx2 (or sse) caps every kernel, ours and the library's, at that level.
     """
 
 /// Chooses the GEMM library and the ISA level for this process (`--gemm` wins over

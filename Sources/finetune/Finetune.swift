@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LLMCore
 import Training
 
 @main
@@ -19,6 +20,12 @@ struct Finetune: ParsableCommand {
             // the whole job and race on its output files.
             if !(command is TrainCommand), let l = Launcher.detect(), l.size ?? 2 > 1 {
                 if (l.rank ?? 0) == 0 { note("error: launched by \(l.name): only `finetune train` runs under MPI; run this command as one process (without mpirun/srun)") }
+                Finetune.exit(withError: ExitCode(2))
+            }
+            // FINETUNE_ISA / FINETUNE_GEMM are checked before any command runs: a typo is bad
+            // input (exit 2) in every command, not a stop at the first GEMM.
+            do { _ = try CPU.environmentRequest() } catch {
+                note("error: \(error)")
                 Finetune.exit(withError: ExitCode(2))
             }
             try command.run()

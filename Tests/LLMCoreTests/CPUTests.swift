@@ -1,6 +1,7 @@
 import Foundation
 import LLMCore
 import Testing
+import TestSupport
 
 /// The ISA level and GEMM library chosen from cpuid (`CPU`), and the golden tests run again
 /// under every backend and ISA level this machine supports.
@@ -51,9 +52,49 @@ import Testing
         #expect(plan.isa == min(CPU.detectedISA, request.isaCap ?? .avx512))
         let preferred = CPU.preferredBackend(isa: plan.isa)
         #expect(plan.backend == request.backend ?? (preferred == .onednn && Self.oneDNNInstalled ? .onednn : .openblas))
-        guard plan.backend == .openblas, env["OPENBLAS_CORETYPE"] == nil else { return }
+        guard plan.backend == .openblas, (env["OPENBLAS_CORETYPE"] ?? "").isEmpty else { return }
         let want = CPU.openBLASCoretype(for: plan.isa, capped: plan.capped, avx512BF16: CPU.features.avx512_bf16 != 0)
         if let want { #expect(plan.libraryKernels.lowercased() == want.lowercased()) }
+    }
+
+    // MARK: - The command line
+
+    /// The choice is the first line of `train`, in `run.json` and in `bench --json`; FINETUNE_ISA
+    /// caps it; bad values are bad input (exit 2) naming the variable or flag.
+    @Test(.enabled(if: CPU.detectedISA >= .avx2))
+    func commandLineReportsAndValidatesTheChoice() throws {
+        let exe = try #require(finetuneExecutable(), "the finetune executable is built beside the tests")
+        let f = FixtureModel.qwen2Tiny
+        let out = try temporaryDirectory("cpu-train")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let train = try runProcess(exe, ["train", "--model", f.directory.path, "--data", try f.batchJSONL().path, "--output", out.path,
+                                         "--adapter-type", "lora", "--steps", "2", "--gemm", "openblas"],
+                                   environment: ["FINETUNE_ISA": "avx2", "OPENBLAS_CORETYPE": ""])
+        #expect(train.status == 0, "\(train.err)")
+        let first = train.err.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(first.hasPrefix("cpu: ") && first.contains("isa avx2") && first.contains("gemm openblas (Haswell)"), "first line: \(first)")
+        let run = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("run.json"))) as? [String: Any]
+        let cpu = (run?["resolved"] as? [String: Any])?["cpu"] as? [String: Any]
+        #expect(cpu?["isa"] as? String == "avx2" && cpu?["gemm_backend"] as? String == "openblas"
+                && cpu?["gemm_kernels"] as? String == "Haswell" && cpu?["detected_isa"] as? String == CPU.detectedISA.description,
+                "run.json cpu: \(String(describing: cpu))")
+
+        let config = TestPaths.fixtures.appendingPathComponent("model-configs/smollm2-135m.json").path
+        let bench = ["bench", "--model", config, "--mode", "gemm", "--seq", "4", "--steps", "1", "--json"]
+        for gemm in Self.oneDNNInstalled ? ["openblas", "onednn"] : ["openblas"] {
+            let r = try runProcess(exe, bench + ["--gemm", gemm], environment: ["FINETUNE_ISA": ""])
+            #expect(r.status == 0, "\(r.err)")
+            let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
+            let c = json?["cpu"] as? [String: Any]
+            #expect(c?["isa"] as? String == CPU.detectedISA.description && c?["gemm_backend"] as? String == gemm
+                    && (c?["threads"] as? Int ?? 0) >= 1 && !(c?["model"] as? String ?? "").isEmpty, "bench cpu: \(String(describing: c))")
+        }
+        let badISA = try runProcess(exe, bench, environment: ["FINETUNE_ISA": "avx3"])
+        #expect(badISA.status == 2 && badISA.err.contains("FINETUNE_ISA 'avx3'"), "\(badISA.status) \(badISA.err)")
+        let badGEMM = try runProcess(exe, bench + ["--gemm", "mkl"])
+        #expect(badGEMM.status == 2 && badGEMM.err.contains("--gemm 'mkl'"), "\(badGEMM.status) \(badGEMM.err)")
+        let badEnv = try runProcess(exe, ["inspect", "--model", config], environment: ["FINETUNE_GEMM": "blis"])
+        #expect(badEnv.status == 2 && badEnv.err.contains("FINETUNE_GEMM 'blis'"), "\(badEnv.status) \(badEnv.err)")
     }
 
     // MARK: - Every backend and ISA level

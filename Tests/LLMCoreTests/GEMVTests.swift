@@ -103,7 +103,7 @@ import Glibc
         for k in Self.kValues(dtype) {
             let n = 37
             let bytes = Self.weightBytes(dtype, n: n, k: k, seed: UInt64(k))
-            for m in [1, 2, 3, 4, 5, 8] {  // row groups of 3, 2 and 1, alone and after others
+            for m in [1, 2, 3, 4, 5, 8, 16] {  // row groups of 3, 2 and 1, alone and after others; 16 = rowLimit
                 let x = randomFloats(m * k, seed: UInt64(100 + m))
                 // Unaligned weights: GGUF tensors hold 18/20/34-byte blocks at any offset.
                 for offset in dtype.isQuantized ? [0, 1, 3] : [0, 2] {
