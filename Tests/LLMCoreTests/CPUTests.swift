@@ -121,12 +121,13 @@ import TestSupport
     /// fixture family and adapter kind) and `activePlanMatchesEnvironment`; every one must run
     /// and pass under each backend and level.
     ///
-    /// Not in the filter: the 6-step AdamW trajectories (`reproducesTrajectory`). Under other
-    /// summation orders (OpenBLAS SSE or oneDNN AVX2 kernels) one element of llama-tiny's LoRA B
-    /// ends 8.4e-6 / 9.4e-6 from the float64 reference against a bound of 6.6e-6 (default
-    /// kernels: 2.6e-6); the spread between kernel sets (7e-6) is as large as the offset, and
-    /// AdamW's m/√v amplifies gradient rounding where the first moment cancels. Open finding,
-    /// tracked in BENCHMARKS.md; the trajectories still run under the default kernels.
+    /// Not in the filter: the 6-step AdamW trajectories (`reproducesTrajectory`, run by the suite
+    /// itself under the default kernels). Under OpenBLAS's SSE kernels or oneDNN capped at AVX2,
+    /// llama-tiny's layer-0 gate_proj LoRA B ends 8.4e-6 / 9.4e-6 from the float64 golden
+    /// against its bound of 6.6e-6 (default kernels: 2.6e-6). PyTorch + PEFT itself in float32,
+    /// from the same start, ends 7.2e-6 from it on that tensor (`scripts/trajectory_f32_check.py`):
+    /// the bound there is tighter than float32 reproduces, whoever computes. Reported with the
+    /// fixtures; the tolerance is not widened here.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["FINETUNE_TEST_CHILD"] == nil))
     func goldenTestsPassUnderEveryBackendAndLevel() throws {
         if !Self.oneDNNInstalled {
