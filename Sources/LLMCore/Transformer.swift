@@ -71,6 +71,8 @@ public final class Activations {
     let cos, sin: FloatBuffer
     // Backward scratch.
     let dResid, dH, dQ, dK, dV, dAtt, dGate, dUp, dAct: FloatBuffer
+    /// Qwen3's per-head norm backward reads a copy of dQ / dK (allocated once, not per layer).
+    let dHeadCopy: FloatBuffer?
 
     public init(config c: ModelConfig, batch: Int, seqLen: Int, checkpointing: Bool = false) {
         self.batch = batch; self.seqLen = seqLen; self.checkpointing = checkpointing
@@ -85,6 +87,7 @@ public final class Activations {
         dAtt = FloatBuffer(count: n * c.qDim)
         dGate = FloatBuffer(count: n * c.intermediateSize); dUp = FloatBuffer(count: n * c.intermediateSize)
         dAct = FloatBuffer(count: n * c.intermediateSize)
+        dHeadCopy = c.hasQKNorm ? FloatBuffer(count: n * max(c.qDim, c.kvDim), zeroed: false) : nil
     }
 
     func layer(_ l: Int) -> LayerActivations { checkpointing ? layers[0] : layers[l] }
@@ -98,7 +101,7 @@ public final class Activations {
     /// Bytes held by the arena.
     public var byteCount: Int {
         var total = residuals.reduce(0) { $0 + $1.count } + rstdF.count + hF.count + logits.count + cos.count + sin.count
-        total += [dResid, dH, dQ, dK, dV, dAtt, dGate, dUp, dAct].reduce(0) { $0 + $1.count }
+        total += [dResid, dH, dQ, dK, dV, dAtt, dGate, dUp, dAct].reduce(0) { $0 + $1.count } + (dHeadCopy?.count ?? 0)
         for a in layers {
             total += [a.rstd1, a.h1, a.q, a.k, a.v, a.probs, a.att, a.xMid, a.rstd2, a.h2, a.gate, a.up, a.act].reduce(0) { $0 + $1.count }
             total += [a.qPre, a.kPre, a.rstdQ, a.rstdK].compactMap { $0 }.reduce(0) { $0 + $1.count }
@@ -447,9 +450,9 @@ public final class TransformerModel: @unchecked Sendable {
             // The per-head norm's input gradient overwrites dQ/dK in place: rows are independent
             // and each row reads its own dy before writing, via a row-sized copy.
             headNormBackward(acts.dQ.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
-                             rstd: a.rstdQ!.pointer, rows: n * c.numHeads, cols: c.headDim)
+                             rstd: a.rstdQ!.pointer, rows: n * c.numHeads, cols: c.headDim, copy: acts.dHeadCopy!.pointer)
             headNormBackward(acts.dK.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
-                             rstd: a.rstdK!.pointer, rows: n * c.numKVHeads, cols: c.headDim)
+                             rstd: a.rstdK!.pointer, rows: n * c.numKVHeads, cols: c.headDim, copy: acts.dHeadCopy!.pointer)
         }
         linearBackward(layer: l, "q_proj", x: a.h1.pointer, dy: acts.dQ.pointer, rows: n, dx: acts.dH.pointer, accumulate: false)
         linearBackward(layer: l, "k_proj", x: a.h1.pointer, dy: acts.dK.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
@@ -458,10 +461,10 @@ public final class TransformerModel: @unchecked Sendable {
                         rstd: a.rstd1.pointer, rows: n, cols: C, accumulate: true)
     }
 
+    /// `copy` holds at least `rows × cols` floats (the arena's `dHeadCopy`).
     private func headNormBackward(_ d: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: [Float],
-                                  rstd: UnsafePointer<Float>, rows: Int, cols: Int) {
-        let tmp = FloatBuffer(count: rows * cols, zeroed: false)
-        tmp.pointer.update(from: d, count: rows * cols)
-        rmsnormBackward(dx: d, dy: tmp.pointer, x: x, w: w, rstd: rstd, rows: rows, cols: cols, accumulate: false)
+                                  rstd: UnsafePointer<Float>, rows: Int, cols: Int, copy: UnsafeMutablePointer<Float>) {
+        copy.update(from: d, count: rows * cols)
+        rmsnormBackward(dx: d, dy: copy, x: x, w: w, rstd: rstd, rows: rows, cols: cols, accumulate: false)
     }
 }
