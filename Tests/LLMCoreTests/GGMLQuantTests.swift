@@ -7,6 +7,28 @@ import TestSupport
 /// scripts/gguf_quant_vectors.py): dequantization bit-exact from unaligned bytes, quantization
 /// byte-exact, and the parallel path equal to the per-block one.
 @Suite struct GGMLQuantTests {
+    /// Block scales are widened bit-level (not through libgcc's `__extendhfsf2`): every one of
+    /// the 65,536 f16 patterns as a Q8_0 scale, with quants 1 and -1, gives exactly
+    /// `Float(Float16)` (NaN stays NaN).
+    @Test func everyF16ScalePatternWidensExactly() {
+        let blocks = 65_536
+        var bytes = [UInt8](repeating: 0, count: blocks * 34)
+        for h in 0..<blocks {
+            bytes[h * 34] = UInt8(h & 0xFF); bytes[h * 34 + 1] = UInt8(h >> 8)
+            bytes[h * 34 + 2] = 1; bytes[h * 34 + 3] = 0xFF  // q0 = 1, q1 = -1
+        }
+        var out = [Float](repeating: 0, count: blocks * 32)
+        bytes.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer { dequantize(src.baseAddress!, dtype: .q8_0, count: blocks * 32, into: $0.baseAddress!) } }
+        var bad = 0
+        for h in 0..<blocks {
+            let d = Float(Float16(bitPattern: UInt16(h)))
+            let got = (out[h * 32], out[h * 32 + 1])
+            let ok = d.isNaN ? (got.0.isNaN && got.1.isNaN) : (got.0.bitPattern == d.bitPattern && got.1.bitPattern == (-d).bitPattern)
+            if !ok { bad += 1 }
+        }
+        #expect(bad == 0, "\(bad) f16 scale patterns widened wrongly")
+    }
+
     struct Vectors {
         let dtype: DType
         let blocks: Int
