@@ -98,19 +98,19 @@ public enum AdapterIO {
         throw AdapterError.missingFile(dir.appendingPathComponent(preferred[0]).path, what: "adapter weights")
     }
 
-    /// Maps a module path (`model.layers.0.self_attn.q_proj`) to its base weight name, or throws.
-    static func weightName(module: String, config: ModelConfig, file: String) throws -> String {
-        let name = module + ".weight"
-        let parts = module.split(separator: ".")
-        guard parts.count == 5, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]), l < config.numLayers,
-              ModelConfig.projections.contains(String(parts[4])),
-              ModelConfig.weightName(layer: l, projection: String(parts[4])) == name
+    /// The base weight name and `[out, in]` of the projection a module path
+    /// (`model.layers.0.self_attn.q_proj`) names, or throws naming the file.
+    static func site(module: String, config: ModelConfig, file: String) throws -> (weightName: String, out: Int, in: Int) {
+        guard let (l, p) = Projection.parse(module), l < config.numLayers, p.modulePath(layer: l) == module
         else { throw AdapterError.unknownTarget(file: file, module: module) }
-        return name
+        let (outF, inF) = config.shape(of: p)
+        return (p.weightName(layer: l), outF, inF)
     }
 
-    static func projection(of weightName: String) -> String { String(weightName.split(separator: ".")[4]) }
-    static func layer(of weightName: String) -> Int { Int(weightName.split(separator: ".")[2])! }
+    /// The projection and layer of an adapter's weight name (always one `site(module:…)`
+    /// or `Projection.weightName(layer:)` wrote).
+    static func projection(of weightName: String) -> Projection? { Projection.parse(weightName)?.projection }
+    static func layer(of weightName: String) -> Int? { Projection.parse(weightName)?.layer }
 
     // MARK: PEFT
 
@@ -235,7 +235,7 @@ public enum AdapterIO {
             if json["target_modules"]?.string?.lowercased() == "all-linear" {
                 // PEFT expands the string "all-linear" to the names of every linear layer but the
                 // output layer (then list semantics, layers_to_transform included, apply).
-                targets = .names(ModelConfig.projections)
+                targets = .names(Projection.allCases.map(\.rawValue))
             }
             exclude = try Self.match(json["exclude_modules"], key: "exclude_modules", file: file)
             if let l = json["layers_to_transform"], !l.isNull {
@@ -375,8 +375,7 @@ public enum AdapterIO {
         if all.isEmpty { throw AdapterError.invalidFile(file.path, reason: "no '*.lora_A.weight' tensors") }
         var adapters: [any LinearAdapter] = []
         for (module, parts) in try selected(all, rule: rule) {
-            let wname = try weightName(module: module, config: config, file: file.path)
-            let (outF, inF) = config.projectionShape(projection(of: wname))
+            let (wname, outF, inF) = try site(module: module, config: config, file: file.path)
             guard let a = parts["lora_A.weight"] else { throw AdapterError.missingTensor(file: file.path, tensor: peftPrefix + module + ".lora_A.weight") }
             guard let b = parts["lora_B.weight"] else { throw AdapterError.missingTensor(file: file.path, tensor: peftPrefix + module + ".lora_B.weight") }
             let r = a.shape.first ?? 0
@@ -406,8 +405,7 @@ public enum AdapterIO {
         if all.isEmpty { throw AdapterError.invalidFile(file.path, reason: "no '*.lokr_w1' tensors") }
         var adapters: [any LinearAdapter] = []
         for (module, parts) in try selected(all, rule: rule) {
-            let wname = try weightName(module: module, config: config, file: file.path)
-            let (outF, inF) = config.projectionShape(projection(of: wname))
+            let (wname, outF, inF) = try site(module: module, config: config, file: file.path)
             let w1 = try factor(parts, file: file, module: module, "w1"), w2 = try factor(parts, file: file, module: module, "w2")
             let (c, a) = (w1.shape[0], w1.shape[1]), (d, b) = (w2.shape[0], w2.shape[1])
             guard c * d == outF, a * b == inF else {
@@ -452,8 +450,8 @@ public enum AdapterIO {
     /// A spec that describes a loaded set exactly: the projections and layers it covers, the
     /// most common rank/alpha, and per-module overrides keyed by full module path.
     static func describedSpec(kind: AdapterKind, _ adapters: [any LinearAdapter], config: ModelConfig) -> AdapterSpec {
-        let layers = Set(adapters.map { layer(of: $0.weightName) })
-        let projections = ModelConfig.projections.filter { p in adapters.contains { projection(of: $0.weightName) == p } }
+        let layers = Set(adapters.compactMap { layer(of: $0.weightName) })
+        let projections = Projection.allCases.filter { p in adapters.contains { projection(of: $0.weightName) == p } }
         let targets = TargetSelection(modules: projections, layers: layers == Set(0..<config.numLayers) ? nil : layers)
         switch kind {
         case .lora:
@@ -492,8 +490,7 @@ public enum AdapterIO {
         for file in files {
             for name in file.names where name.hasSuffix(ndSuffix0) {
                 let module = stripPEFT(String(name.dropLast(ndSuffix0.count)))
-                let wname = try weightName(module: module, config: config, file: file.path)
-                let (outF, inF) = config.projectionShape(projection(of: wname))
+                let (wname, outF, inF) = try site(module: module, config: config, file: file.path)
                 let t0 = try file.tensor(name)
                 let name1 = String(name.dropLast(ndSuffix0.count)) + ndSuffix1
                 guard let t1 = files.lazy.compactMap({ $0[name1] }).first else { throw AdapterError.missingTensor(file: file.path, tensor: name1) }
@@ -519,11 +516,8 @@ public enum AdapterIO {
     }
 
     static func sortedByModel(_ adapters: [any LinearAdapter], config: ModelConfig) -> [any LinearAdapter] {
-        var order: [String: Int] = [:]
-        for l in 0..<config.numLayers { for (i, p) in ModelConfig.projections.enumerated() {
-            order[ModelConfig.weightName(layer: l, projection: p)] = l * 16 + i
-        } }
-        return adapters.sorted { order[$0.weightName, default: 0] < order[$1.weightName, default: 0] }
+        func order(_ a: any LinearAdapter) -> Int { Projection.parse(a.weightName).map { $0.layer * 16 + $0.projection.index } ?? 0 }
+        return adapters.sorted { order($0) < order($1) }
     }
 
     // MARK: - Model shapes from an adapter
@@ -556,10 +550,8 @@ public enum AdapterIO {
             AdapterError.invalidOption("\(source): cannot infer the model's shapes from the adapter (\(why)); pass --model (a model directory or its config.json)")
         }
         func record(_ module: String, out: Int?, in inF: Int?) throws {
-            let parts = module.split(separator: ".")
-            guard parts.count == 5, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]),
-                  ModelConfig.projections.contains(String(parts[4])) else { throw need("'\(module)' is not a Llama/Qwen projection") }
-            let p = String(parts[4])
+            guard let (l, projection) = Projection.parse(module) else { throw need("'\(module)' is not a Llama/Qwen projection") }
+            let p = projection.rawValue
             maxLayer = max(maxLayer, l)
             for (value, side, label) in [(out, "out", "out_features"), (inF, "in", "in_features")] {
                 guard let v = value else { continue }
@@ -678,8 +670,8 @@ public enum AdapterIO {
     /// match, which ignores `layers_to_transform`).
     static func peftTargets(_ set: AdapterSet, config: ModelConfig?) -> (targets: [String], layers: Any) {
         let names = set.adapters.map(\.weightName)
-        let projections = ModelConfig.projections.filter { p in names.contains { projection(of: $0) == p } }
-        let layers = Set(names.map(layer(of:))).sorted()
+        let projections = Projection.allCases.filter { p in names.contains { projection(of: $0) == p } }.map(\.rawValue)
+        let layers = Set(names.compactMap(layer(of:))).sorted()
         if projections.count * layers.count == names.count {
             let everyLayer: Bool
             if let config { everyLayer = layers == Array(0..<config.numLayers) }

@@ -28,27 +28,27 @@ public enum AdapterError: Error, CustomStringConvertible {
     }
 }
 
-/// Which projections get adapters: module names and an optional layer subset.
+/// Which projections get adapters, and an optional layer subset.
 public struct TargetSelection: Sendable, Equatable {
-    public var modules: [String]
+    public var modules: [Projection]
     /// nil = every layer.
     public var layers: Set<Int>?
 
-    public init(modules: [String] = ModelConfig.projections, layers: Set<Int>? = nil) {
+    public init(modules: [Projection] = Projection.allCases, layers: Set<Int>? = nil) {
         self.modules = modules; self.layers = layers
     }
 
     /// Parses `--target-modules` (`q_proj,v_proj` or `all-linear`) and `--layers` (`0-3,7`).
     public static func parse(modules: String?, layers: String?) throws -> TargetSelection {
-        var mods = ModelConfig.projections
+        var mods = Projection.allCases
         if let m = modules?.trimmingCharacters(in: .whitespaces), !m.isEmpty, m != "all-linear", m != "all" {
             mods = []
             for raw in m.split(separator: ",") {
                 let name = raw.trimmingCharacters(in: .whitespaces)
-                guard ModelConfig.projections.contains(name) else {
-                    throw AdapterError.unknownTargetModule(name, valid: ModelConfig.projections)
+                guard let p = Projection(rawValue: name) else {
+                    throw AdapterError.unknownTargetModule(name, valid: Projection.allCases.map(\.rawValue))
                 }
-                if !mods.contains(name) { mods.append(name) }
+                if !mods.contains(p) { mods.append(p) }
             }
         }
         return TargetSelection(modules: mods, layers: try layers.map(parseLayers))
@@ -76,10 +76,10 @@ public struct TargetSelection: Sendable, Equatable {
     }
 
     /// (layer, projection) pairs in model order.
-    public func targets(for config: ModelConfig) -> [(layer: Int, projection: String)] {
-        var out: [(Int, String)] = []
+    public func targets(for config: ModelConfig) -> [(layer: Int, projection: Projection)] {
+        var out: [(Int, Projection)] = []
         for l in 0..<config.numLayers where layers?.contains(l) ?? true {
-            for p in ModelConfig.projections where modules.contains(p) { out.append((l, p)) }
+            for p in Projection.allCases where modules.contains(p) { out.append((l, p)) }
         }
         return out
     }
@@ -127,6 +127,8 @@ public struct AdapterSpec: Sendable {
 public final class AdapterSet: AdapterProvider {
     public private(set) var adapters: [any LinearAdapter] = []
     private var byName: [String: any LinearAdapter] = [:]
+    /// `table[layer][projection.index]`: what the model's hot path reads.
+    private var table: [[(any LinearAdapter)?]] = []
     /// Free-form facts written into exported configs (base model path, NdLinear init, ...).
     public var baseModelName: String?
     public var spec: AdapterSpec?
@@ -137,14 +139,21 @@ public final class AdapterSet: AdapterProvider {
         for a in adapters { add(a) }
     }
 
+    /// Adds an adapter; its weight name is one `Projection.weightName(layer:)` writes (the
+    /// readers check names from files before they build adapters).
     public func add(_ a: any LinearAdapter) {
         precondition(byName[a.weightName] == nil, "two adapters on \(a.weightName)")
+        guard let (l, p) = Projection.parse(a.weightName) else { preconditionFailure("'\(a.weightName)' is not a projection weight") }
         a.workspace = workspace
         adapters.append(a)
         byName[a.weightName] = a
+        while table.count <= l { table.append(Array(repeating: nil, count: Projection.allCases.count)) }
+        table[l][p.index] = a
     }
 
-    public func delta(for weightName: String) -> LinearDelta? { byName[weightName] }
+    public func delta(layer: Int, projection: Projection) -> LinearDelta? {
+        layer < table.count ? table[layer][projection.index] : nil
+    }
     public func adapter(for weightName: String) -> (any LinearAdapter)? { byName[weightName] }
 
     public var kind: AdapterKind? { adapters.first?.kind }
@@ -169,9 +178,8 @@ public final class AdapterSet: AdapterProvider {
         let set = AdapterSet()
         set.spec = spec
         for (l, p) in spec.targets.targets(for: config) {
-            let name = ModelConfig.weightName(layer: l, projection: p)
-            let module = String(name.dropLast(".weight".count))
-            let (outF, inF) = config.projectionShape(p)
+            let name = p.weightName(layer: l), module = p.modulePath(layer: l)
+            let (outF, inF) = config.shape(of: p)
             var a: any LinearAdapter
             switch spec.kind {
             case .lora:
@@ -192,8 +200,8 @@ public final class AdapterSet: AdapterProvider {
     /// Trainable parameter count for a spec, from the config alone (no allocation).
     public static func parameterCount(spec: AdapterSpec, config: ModelConfig) -> Int {
         spec.targets.targets(for: config).reduce(0) { sum, t in
-            let (o, i) = config.projectionShape(t.projection)
-            let module = String(ModelConfig.weightName(layer: t.layer, projection: t.projection).dropLast(".weight".count))
+            let (o, i) = config.shape(of: t.projection)
+            let module = t.projection.modulePath(layer: t.layer)
             switch spec.kind {
             case .lora: return sum + spec.rank(for: module) * (i + o)
             case .ndlinear:

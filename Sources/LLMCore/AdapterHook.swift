@@ -34,8 +34,8 @@ public extension LinearDelta {
     }
 }
 
-/// The adapters attached to a model, looked up by base weight name
-/// (e.g. `model.layers.0.self_attn.q_proj.weight`).
+/// The adapters attached to a model, looked up by layer and projection (an array index, not a
+/// name, on the hot path).
 public protocol AdapterProvider: AnyObject {
-    func delta(for weightName: String) -> LinearDelta?
+    func delta(layer: Int, projection: Projection) -> LinearDelta?
 }

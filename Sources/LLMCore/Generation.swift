@@ -78,7 +78,7 @@ extension TransformerModel {
     /// returns the logits of each sequence's last new token (`[S][V]`), or of every new token
     /// when `allPositions` (`[Σn][V]` flattened per sequence in order).
     public func forwardCached(_ seqs: [CachedSequence], allPositions: Bool = false) throws -> [[Float]] {
-        let c = config, C = c.hiddenSize, I = c.intermediateSize
+        let c = config, C = c.hiddenSize
         let rows = seqs.reduce(0) { $0 + $1.tokens.count }
         guard rows > 0 else { return [] }
         var tokens: [Int32] = [], positions: [Int32] = []
@@ -98,36 +98,24 @@ extension TransformerModel {
         let x = ws.x.pointer, h = ws.h.pointer
         embed(tokens, into: x)
         ropeTables(positions: positions, invFreq: invFreq, cos: ws.cos.pointer, sin: ws.sin.pointer)
+        // The layer updates `x` in place; q/k are normalised in place (nothing is kept for backward).
+        let b = LayerBuffers(h1: h, qPre: ws.q.pointer, kPre: ws.k.pointer, q: ws.q.pointer, k: ws.k.pointer, v: ws.v.pointer,
+                             att: ws.att.pointer, xMid: ws.mid.pointer, h2: h, gate: ws.gate.pointer, up: ws.up.pointer,
+                             act: ws.act.pointer, rstd1: nil, rstd2: nil, rstdQ: nil, rstdK: nil)
         for l in 0..<c.numLayers {
-            let p = "model.layers.\(l)."
-            rmsnormForward(out: h, rstd: nil, x: x, w: weights.vector(p + "input_layernorm.weight"), rows: rows, cols: C, eps: c.rmsNormEps)
-            linear(layer: l, [("q_proj", ws.q.pointer), ("k_proj", ws.k.pointer), ("v_proj", ws.v.pointer)],
-                   x: h, rows: rows, training: false)
-            if c.hasQKNorm {
-                rmsnormForward(out: ws.q.pointer, rstd: nil, x: ws.q.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
-                               rows: rows * c.numHeads, cols: c.headDim, eps: c.rmsNormEps)
-                rmsnormForward(out: ws.k.pointer, rstd: nil, x: ws.k.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
-                               rows: rows * c.numKVHeads, cols: c.headDim, eps: c.rmsNormEps)
+            decoderLayer(l, x: x, out: x, rows: rows, buffers: b, cos: ws.cos.pointer, sin: ws.sin.pointer, training: false) {
+                // Each sequence appends its new keys/values to its own cache and attends to it.
+                var r0 = 0
+                for s in seqs {
+                    let n = s.tokens.count, start = s.cache.length
+                    (s.cache.k[l].pointer + start * c.kvDim).update(from: b.k + r0 * c.kvDim, count: n * c.kvDim)
+                    (s.cache.v[l].pointer + start * c.kvDim).update(from: b.v + r0 * c.kvDim, count: n * c.kvDim)
+                    cachedAttention(out: b.att + r0 * c.qDim, q: b.q + r0 * c.qDim,
+                                    kCache: s.cache.k[l].pointer, vCache: s.cache.v[l].pointer, start: start, n: n,
+                                    heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, scores: ws.scores.pointer)
+                    r0 += n
+                }
             }
-            ropeForward(ws.q.pointer, cos: ws.cos.pointer, sin: ws.sin.pointer, rows: rows, heads: c.numHeads, headDim: c.headDim)
-            ropeForward(ws.k.pointer, cos: ws.cos.pointer, sin: ws.sin.pointer, rows: rows, heads: c.numKVHeads, headDim: c.headDim)
-            var r0 = 0
-            for s in seqs {
-                let n = s.tokens.count, start = s.cache.length
-                (s.cache.k[l].pointer + start * c.kvDim).update(from: ws.k.pointer + r0 * c.kvDim, count: n * c.kvDim)
-                (s.cache.v[l].pointer + start * c.kvDim).update(from: ws.v.pointer + r0 * c.kvDim, count: n * c.kvDim)
-                cachedAttention(out: ws.att.pointer + r0 * c.qDim, q: ws.q.pointer + r0 * c.qDim,
-                                kCache: s.cache.k[l].pointer, vCache: s.cache.v[l].pointer, start: start, n: n,
-                                heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, scores: ws.scores.pointer)
-                r0 += n
-            }
-            linear(layer: l, "o_proj", x: ws.att.pointer, rows: rows, y: ws.mid.pointer, training: false)
-            addInPlace(x, ws.mid.pointer, count: rows * C)
-            rmsnormForward(out: h, rstd: nil, x: x, w: weights.vector(p + "post_attention_layernorm.weight"), rows: rows, cols: C, eps: c.rmsNormEps)
-            linear(layer: l, [("gate_proj", ws.gate.pointer), ("up_proj", ws.up.pointer)], x: h, rows: rows, training: false)
-            swigluForward(out: ws.act.pointer, gate: ws.gate.pointer, up: ws.up.pointer, count: rows * I)
-            linear(layer: l, "down_proj", x: ws.act.pointer, rows: rows, y: ws.mid.pointer, training: false)
-            addInPlace(x, ws.mid.pointer, count: rows * C)
         }
         for s in seqs { s.cache.length += s.tokens.count }
         // Final norm and lm_head only on the rows whose logits are wanted.
@@ -139,7 +127,7 @@ extension TransformerModel {
         }
         let m = wanted.count
         for (i, r) in wanted.enumerated() { (ws.mid.pointer + i * C).update(from: x + r * C, count: C) }
-        rmsnormForward(out: h, rstd: nil, x: ws.mid.pointer, w: weights.vector("model.norm.weight"), rows: m, cols: C, eps: c.rmsNormEps)
+        rmsnormForward(out: h, rstd: nil, x: ws.mid.pointer, w: finalNorm, rows: m, cols: C, eps: c.rmsNormEps)
         let V = c.vocabSize
         if m == 1 {
             // Decode: the lm_head writes straight into the returned array.

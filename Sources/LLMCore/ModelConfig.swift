@@ -188,55 +188,90 @@ public struct ModelConfig: Sendable {
 
     // MARK: - Parameter names and counts
 
-    /// The seven adaptable projections of a layer, in the order they run.
-    public static let projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-    /// Full weight name of a projection in layer `l`.
-    public static func weightName(layer l: Int, projection p: String) -> String {
-        switch p {
-        case "q_proj", "k_proj", "v_proj", "o_proj": return "model.layers.\(l).self_attn.\(p).weight"
-        default: return "model.layers.\(l).mlp.\(p).weight"
-        }
-    }
-
     /// `[out, in]` of a projection.
-    public func projectionShape(_ p: String) -> (out: Int, in: Int) {
+    public func shape(of p: Projection) -> (out: Int, in: Int) {
         switch p {
-        case "q_proj": return (qDim, hiddenSize)
-        case "k_proj", "v_proj": return (kvDim, hiddenSize)
-        case "o_proj": return (hiddenSize, qDim)
-        case "gate_proj", "up_proj": return (intermediateSize, hiddenSize)
-        case "down_proj": return (hiddenSize, intermediateSize)
-        default: preconditionFailure("unknown projection \(p)")
+        case .q: return (qDim, hiddenSize)
+        case .k, .v: return (kvDim, hiddenSize)
+        case .o: return (hiddenSize, qDim)
+        case .gate, .up: return (intermediateSize, hiddenSize)
+        case .down: return (hiddenSize, intermediateSize)
         }
     }
 
     /// Every base tensor name with its expected shape (what a checkpoint must contain).
     public func expectedTensors() -> [(name: String, shape: [Int])] {
-        var out: [(String, [Int])] = [("model.embed_tokens.weight", [vocabSize, hiddenSize])]
+        typealias N = TensorNames
+        var out: [(String, [Int])] = [(N.embedding, [vocabSize, hiddenSize])]
         for l in 0..<numLayers {
-            let p = "model.layers.\(l)."
-            out.append((p + "input_layernorm.weight", [hiddenSize]))
-            for proj in Self.projections {
-                let s = projectionShape(proj)
-                out.append((Self.weightName(layer: l, projection: proj), [s.out, s.in]))
+            out.append((N.inputNorm(layer: l), [hiddenSize]))
+            for proj in Projection.allCases {
+                let s = shape(of: proj)
+                out.append((proj.weightName(layer: l), [s.out, s.in]))
             }
             if qkvBias {
-                out.append((p + "self_attn.q_proj.bias", [qDim]))
-                out.append((p + "self_attn.k_proj.bias", [kvDim]))
-                out.append((p + "self_attn.v_proj.bias", [kvDim]))
+                for proj in Projection.allCases where proj.hasQKVBias { out.append((proj.biasName(layer: l), [shape(of: proj).out])) }
             }
             if hasQKNorm {
-                out.append((p + "self_attn.q_norm.weight", [headDim]))
-                out.append((p + "self_attn.k_norm.weight", [headDim]))
+                out.append((N.qNorm(layer: l), [headDim]))
+                out.append((N.kNorm(layer: l), [headDim]))
             }
-            out.append((p + "post_attention_layernorm.weight", [hiddenSize]))
+            out.append((N.postAttentionNorm(layer: l), [hiddenSize]))
         }
-        out.append(("model.norm.weight", [hiddenSize]))
-        if !tieWordEmbeddings { out.append(("lm_head.weight", [vocabSize, hiddenSize])) }
+        out.append((N.finalNorm, [hiddenSize]))
+        if !tieWordEmbeddings { out.append((N.lmHead, [vocabSize, hiddenSize])) }
         return out
     }
 
     /// Total parameters, from the config alone.
     public var parameterCount: Int { expectedTensors().reduce(0) { $0 + $1.shape.reduce(1, *) } }
+}
+
+// MARK: - Tensor names
+
+/// The Hugging Face names of the base tensors that are not projections (the projections':
+/// `Projection.weightName(layer:)`). Read once, when the model resolves its layers.
+public enum TensorNames {
+    public static let embedding = "model.embed_tokens.weight"
+    public static let finalNorm = "model.norm.weight"
+    public static let lmHead = "lm_head.weight"
+    public static func inputNorm(layer l: Int) -> String { "model.layers.\(l).input_layernorm.weight" }
+    public static func postAttentionNorm(layer l: Int) -> String { "model.layers.\(l).post_attention_layernorm.weight" }
+    public static func qNorm(layer l: Int) -> String { "model.layers.\(l).self_attn.q_norm.weight" }
+    public static func kNorm(layer l: Int) -> String { "model.layers.\(l).self_attn.k_norm.weight" }
+}
+
+// MARK: - Projections
+
+/// The seven adaptable projections of a decoder layer, in the order they run. The raw value is
+/// the module name in Hugging Face checkpoints and PEFT's `target_modules`.
+public enum Projection: String, CaseIterable, Sendable, Codable, CustomStringConvertible {
+    case q = "q_proj", k = "k_proj", v = "v_proj", o = "o_proj"
+    case gate = "gate_proj", up = "up_proj", down = "down_proj"
+
+    public var description: String { rawValue }
+    /// Position in `allCases` (the run order), for per-layer tables.
+    public var index: Int {
+        switch self { case .q: 0; case .k: 1; case .v: 2; case .o: 3; case .gate: 4; case .up: 5; case .down: 6 }
+    }
+    /// The attention projections q/k/v/o (`self_attn`), else the MLP's (`mlp`).
+    public var isAttention: Bool { index < 4 }
+    /// Whether Qwen2-style checkpoints (`qkvBias`) carry a bias on it.
+    public var hasQKVBias: Bool { index < 3 }
+    /// `model.layers.{l}.self_attn.q_proj` (PEFT's module name).
+    public func modulePath(layer l: Int) -> String { "model.layers.\(l).\(isAttention ? "self_attn" : "mlp").\(rawValue)" }
+    /// `model.layers.{l}.self_attn.q_proj.weight`.
+    public func weightName(layer l: Int) -> String { modulePath(layer: l) + ".weight" }
+    /// `model.layers.{l}.self_attn.q_proj.bias`.
+    public func biasName(layer l: Int) -> String { modulePath(layer: l) + ".bias" }
+
+    /// The layer and projection of a module path or weight name written exactly as
+    /// `modulePath(layer:)` / `weightName(layer:)` write them, else nil.
+    public static func parse(_ name: String) -> (layer: Int, projection: Projection)? {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 5 || (parts.count == 6 && parts[5] == "weight"),
+              parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]), l >= 0,
+              let p = Projection(rawValue: String(parts[4])) else { return nil }
+        return p.modulePath(layer: l) == parts.prefix(5).joined(separator: ".") ? (l, p) : nil
+    }
 }

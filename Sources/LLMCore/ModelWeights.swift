@@ -29,7 +29,7 @@ public final class ModelWeights: @unchecked Sendable {
     public func vector(_ name: String) -> [Float] { small[name]! }
 
     /// The dtype of the big matrices (the first projection's).
-    public var storageDType: DType { views[ModelConfig.weightName(layer: 0, projection: "q_proj")]?.dtype ?? .f32 }
+    public var storageDType: DType { views[Projection.q.weightName(layer: 0)]?.dtype ?? .f32 }
 
     // MARK: - Loading
 

@@ -117,13 +117,19 @@ public final class Activations {
 public final class TransformerModel: @unchecked Sendable {
     public let config: ModelConfig
     public let weights: ModelWeights
-    /// Adapters applied in `linear`, keyed by base weight name.
+    /// Adapters applied in `linear`, looked up by layer and projection.
     public var adapters: AdapterProvider?
     let invFreq: [Double]
+    /// Every layer's weights, resolved once from `weights` (no name lookups per pass).
+    let layers: [LayerWeights]
+    let embedding: TensorView
+    let finalNorm: [Float]
+    let lmHeadView: TensorView
 
-    // f32 scratch for projection weights: one buffer per projection kind, tagged with the
-    // layer held and, when an adapter's ΔW is folded in, the forward pass it was formed for.
-    private var scratch: [String: (layer: Int, foldPass: Int?, buffer: FloatBuffer)] = [:]
+    // f32 scratch for projection weights: one buffer per projection kind (`Projection.index`),
+    // tagged with the layer held and, when an adapter's ΔW is folded in, the forward pass it
+    // was formed for.
+    private var scratch: [(layer: Int, foldPass: Int?, buffer: FloatBuffer)?] = Array(repeating: nil, count: Projection.allCases.count)
     private var lmScratch: FloatBuffer?
     private static let lmChunkRows = 8192
     /// Counts top-level forward passes: adapter parameters may change between passes (an
@@ -139,6 +145,10 @@ public final class TransformerModel: @unchecked Sendable {
         self.config = weights.config
         self.weights = weights
         self.adapters = adapters
+        layers = (0..<weights.config.numLayers).map { LayerWeights(layer: $0, weights: weights) }
+        embedding = weights.view(TensorNames.embedding)
+        finalNorm = weights.vector(TensorNames.finalNorm)
+        lmHeadView = weights.view(weights.config.tieWordEmbeddings ? TensorNames.embedding : TensorNames.lmHead)
         invFreq = ropeInverseFrequencies(headDim: config.headDim, theta: config.ropeTheta, scaling: config.ropeScaling)
     }
 
@@ -150,15 +160,15 @@ public final class TransformerModel: @unchecked Sendable {
     /// f32 pointer to a projection weight `[out, in]`: the file's own memory for F32, otherwise
     /// widened into per-projection scratch (one layer resident at a time). With `fold`, the
     /// scratch holds `W + ΔW` of that adapter for the current pass.
-    func projectionWeight(layer l: Int, _ proj: String, fold: LinearDelta? = nil) -> UnsafePointer<Float> {
-        let view = weights.view(ModelConfig.weightName(layer: l, projection: proj))
+    func projectionWeight(layer l: Int, _ proj: Projection, fold: LinearDelta? = nil) -> UnsafePointer<Float> {
+        let pw = layers[l][proj], view = pw.view
         if fold == nil, let p = view.f32Pointer { return p }
         let tag = fold == nil ? nil : pass
-        if let s = scratch[proj], s.layer == l, s.foldPass == tag { return UnsafePointer(s.buffer.pointer) }
-        let buffer = scratch[proj]?.buffer ?? FloatBuffer(count: view.count, zeroed: false)
+        if let s = scratch[proj.index], s.layer == l, s.foldPass == tag { return UnsafePointer(s.buffer.pointer) }
+        let buffer = scratch[proj.index]?.buffer ?? FloatBuffer(count: view.count, zeroed: false)
         if let fold {
             // Widen (or copy) a few rows, then add ΔW to them while they are in cache.
-            let (outF, inF) = config.projectionShape(proj)
+            let outF = pw.outFeatures, inF = pw.inFeatures
             let w = buffer.pointer, rowBytes = view.dtype.storageBytes(elements: inF)
             let block = max(1, 8192 / inF)
             parallelRanges(outF, costPerItem: inF) { range in
@@ -171,18 +181,14 @@ public final class TransformerModel: @unchecked Sendable {
         } else {
             view.widen(into: buffer.pointer)
         }
-        scratch[proj] = (l, tag, buffer)
+        scratch[proj.index] = (l, tag, buffer)
         return UnsafePointer(buffer.pointer)
     }
 
     /// The adapter on a projection, and whether a GEMM on it folds the adapter in.
-    func adapter(layer l: Int, _ proj: String, training: Bool) -> (delta: LinearDelta?, folds: Bool) {
-        guard let d = adapters?.delta(for: ModelConfig.weightName(layer: l, projection: proj)) else { return (nil, false) }
+    func adapter(layer l: Int, _ proj: Projection, training: Bool) -> (delta: LinearDelta?, folds: Bool) {
+        guard let d = adapters?.delta(layer: l, projection: proj) else { return (nil, false) }
         return (d, foldAdapters && d.canFold(training: training))
-    }
-
-    var lmHeadView: TensorView {
-        weights.view(config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight")
     }
 
     /// Runs `body(rowStart, rowCount, pointer)` over the lm_head `[V, C]` in row chunks (whole
@@ -213,36 +219,29 @@ public final class TransformerModel: @unchecked Sendable {
     // MARK: Linear (the single place adapters apply)
 
     /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias) + Δ_adapter(x)`.
-    func linear(layer l: Int, _ proj: String, x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool) {
-        linear(layer: l, [(proj, y)], x: x, rows: rows, training: training)
-    }
-
-    /// Several projections of the same input (q/k/v, gate/up): with few rows their stored weights
-    /// are streamed by ONE parallel GEMV call; then each gets its bias and adapter, in order.
-    func linear(layer l: Int, _ outputs: [(proj: String, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
+    /// `y[rows, out] = x[rows, in] · Wᵀ (+ bias) + Δ_adapter(x)` for each projection of the
+    /// same input (q/k/v, gate/up): with few rows their stored weights are streamed by ONE
+    /// parallel GEMV call; then each gets its bias and adapter, in order.
+    func linear(layer l: Int, _ outputs: [(proj: Projection, y: UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>,
                 rows: Int, training: Bool) {
-        let views = outputs.map { weights.view(ModelConfig.weightName(layer: l, projection: $0.proj)) }
+        let pws = outputs.map { layers[l][$0.proj] }
         let deltas = outputs.map { adapter(layer: l, $0.proj, training: training) }
-        let gemv = views.allSatisfy({ usesGEMV(rows: rows, $0) })
+        let gemv = pws.allSatisfy({ usesGEMV(rows: rows, $0.view) })
         if gemv {
-            let inF = config.projectionShape(outputs[0].proj).in
-            GEMV.multiply(x: x, rows: rows, inFeatures: inF, targets: zip(outputs, views).map { o, v in
-                precondition(config.projectionShape(o.proj).in == inF, "grouped projections must share the input width")
-                return GEMVTarget(weights: v.data, dtype: v.dtype, outFeatures: config.projectionShape(o.proj).out, y: o.y)
+            let inF = pws[0].inFeatures
+            GEMV.multiply(x: x, rows: rows, inFeatures: inF, targets: zip(outputs, pws).map { o, pw in
+                precondition(pw.inFeatures == inF, "grouped projections must share the input width")
+                return GEMVTarget(weights: pw.view.data, dtype: pw.view.dtype, outFeatures: pw.outFeatures, y: o.y)
             })
         } else {
-            for (o, d) in zip(outputs, deltas) {
-                let (outF, inF) = config.projectionShape(o.proj)
+            for (o, (pw, d)) in zip(outputs, zip(pws, deltas)) {
                 let w = projectionWeight(layer: l, o.proj, fold: d.folds ? d.delta : nil)
-                BLAS.gemm(transB: true, m: rows, n: outF, k: inF, a: x, b: w, c: o.y)
+                BLAS.gemm(transB: true, m: rows, n: pw.outFeatures, k: pw.inFeatures, a: x, b: w, c: o.y)
             }
         }
-        for (o, d) in zip(outputs, deltas) {
-            let outF = config.projectionShape(o.proj).out
-            if config.qkvBias, o.proj == "q_proj" || o.proj == "k_proj" || o.proj == "v_proj" {
-                weights.vector("model.layers.\(l).self_attn.\(o.proj).bias").withUnsafeBufferPointer {
-                    addBias(o.y, $0.baseAddress!, rows: rows, cols: outF)
-                }
+        for (o, (pw, d)) in zip(outputs, zip(pws, deltas)) {
+            if let bias = pw.bias {
+                bias.withUnsafeBufferPointer { addBias(o.y, $0.baseAddress!, rows: rows, cols: pw.outFeatures) }
             }
             if let delta = d.delta, gemv || !d.folds { delta.forward(x: x, rows: rows, y: o.y, training: training) }
         }
@@ -265,9 +264,9 @@ public final class TransformerModel: @unchecked Sendable {
     }
 
     /// `dx[rows, in] (+)= dy · W + Δ_adapterᵀ(dy)` and the adapter's own gradients.
-    func linearBackward(layer l: Int, _ proj: String, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int,
+    func linearBackward(layer l: Int, _ proj: Projection, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int,
                         dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
-        let (outF, inF) = config.projectionShape(proj)
+        let (outF, inF) = config.shape(of: proj)
         let d = adapter(layer: l, proj, training: true)
         let w = projectionWeight(layer: l, proj, fold: d.folds ? d.delta : nil)
         BLAS.gemm(m: rows, n: inF, k: outF, a: dy, b: w, beta: accumulate ? 1 : 0, c: dx)
@@ -288,7 +287,7 @@ public final class TransformerModel: @unchecked Sendable {
     }
 
     func embed(_ tokens: [Int32], into out: UnsafeMutablePointer<Float>) {
-        let view = weights.view("model.embed_tokens.weight")
+        let view = embedding
         let C = config.hiddenSize, rowBytes = view.dtype.storageBytes(elements: C)
         for (n, t) in tokens.enumerated() {
             widenToFloat(view.data + Int(t) * rowBytes, dtype: view.dtype, count: C, into: out + n * C)
@@ -316,7 +315,7 @@ public final class TransformerModel: @unchecked Sendable {
             layerForward(l, input: input, acts: acts, training: training)
         }
         rmsnormForward(out: acts.hF.pointer, rstd: acts.rstdF.pointer, x: acts.residuals[c.numLayers].pointer,
-                       w: weights.vector("model.norm.weight"), rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
+                       w: finalNorm, rows: n, cols: c.hiddenSize, eps: c.rmsNormEps)
         acts.logitRows = nil
         var logitRows = n
         if let targets {
@@ -331,42 +330,6 @@ public final class TransformerModel: @unchecked Sendable {
             }
         }
         if logitRows > 0 { lmHead(acts.hF.pointer, rows: logitRows, logits: acts.logits.pointer) }
-    }
-
-    /// One decoder layer: `residuals[l] → residuals[l+1]`.
-    func layerForward(_ l: Int, input: ModelInput, acts: Activations, training: Bool) {
-        let c = config, n = input.rows, C = c.hiddenSize, I = c.intermediateSize
-        let a = acts.layer(l)
-        let x = acts.residuals[l].pointer, out = acts.residuals[l + 1].pointer
-        let p = "model.layers.\(l)."
-        // Attention block.
-        rmsnormForward(out: a.h1.pointer, rstd: a.rstd1.pointer, x: x, w: weights.vector(p + "input_layernorm.weight"),
-                       rows: n, cols: C, eps: c.rmsNormEps)
-        let h1 = UnsafePointer(a.h1.pointer)
-        if c.hasQKNorm {
-            linear(layer: l, [("q_proj", a.qPre!.pointer), ("k_proj", a.kPre!.pointer), ("v_proj", a.v.pointer)],
-                   x: h1, rows: n, training: training)
-            rmsnormForward(out: a.q.pointer, rstd: a.rstdQ!.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
-                           rows: n * c.numHeads, cols: c.headDim, eps: c.rmsNormEps)
-            rmsnormForward(out: a.k.pointer, rstd: a.rstdK!.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
-                           rows: n * c.numKVHeads, cols: c.headDim, eps: c.rmsNormEps)
-        } else {
-            linear(layer: l, [("q_proj", a.q.pointer), ("k_proj", a.k.pointer), ("v_proj", a.v.pointer)],
-                   x: h1, rows: n, training: training)
-        }
-        ropeForward(a.q.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numHeads, headDim: c.headDim)
-        ropeForward(a.k.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numKVHeads, headDim: c.headDim)
-        attentionForward(out: a.att.pointer, probs: a.probs.pointer, q: a.q.pointer, k: a.k.pointer, v: a.v.pointer,
-                         mask: input.mask, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
-        linear(layer: l, "o_proj", x: a.att.pointer, rows: n, y: a.xMid.pointer, training: training)
-        addInPlace(a.xMid.pointer, x, count: n * C)
-        // MLP block.
-        rmsnormForward(out: a.h2.pointer, rstd: a.rstd2.pointer, x: a.xMid.pointer, w: weights.vector(p + "post_attention_layernorm.weight"),
-                       rows: n, cols: C, eps: c.rmsNormEps)
-        linear(layer: l, [("gate_proj", a.gate.pointer), ("up_proj", a.up.pointer)], x: a.h2.pointer, rows: n, training: training)
-        swigluForward(out: a.act.pointer, gate: a.gate.pointer, up: a.up.pointer, count: n * I)
-        linear(layer: l, "down_proj", x: a.act.pointer, rows: n, y: out, training: training)
-        addInPlace(out, a.xMid.pointer, count: n * C)
     }
 
     // MARK: Loss
@@ -418,53 +381,10 @@ public final class TransformerModel: @unchecked Sendable {
             }
         }
         rmsnormBackward(dx: acts.dResid.pointer, dy: dH, x: acts.residuals[c.numLayers].pointer,
-                        w: weights.vector("model.norm.weight"), rstd: acts.rstdF.pointer, rows: n, cols: C, accumulate: false)
+                        w: finalNorm, rstd: acts.rstdF.pointer, rows: n, cols: C, accumulate: false)
         for l in stride(from: c.numLayers - 1, through: 0, by: -1) {
             if acts.checkpointing { layerForward(l, input: input, acts: acts, training: true) }
             layerBackward(l, input: input, acts: acts)
         }
-    }
-
-    /// `dResid` holds ∂L/∂residuals[l+1] on entry and ∂L/∂residuals[l] on exit.
-    func layerBackward(_ l: Int, input: ModelInput, acts: Activations) {
-        let c = config, n = input.rows, C = c.hiddenSize, I = c.intermediateSize
-        let a = acts.layer(l)
-        let p = "model.layers.\(l)."
-        let dR = acts.dResid.pointer
-        // MLP block: out = xMid + down(silu(gate(h2)) ⊙ up(h2)), h2 = norm(xMid).
-        linearBackward(layer: l, "down_proj", x: a.act.pointer, dy: dR, rows: n, dx: acts.dAct.pointer, accumulate: false)
-        swigluBackward(dgate: acts.dGate.pointer, dup: acts.dUp.pointer, dout: acts.dAct.pointer,
-                       gate: a.gate.pointer, up: a.up.pointer, count: n * I)
-        linearBackward(layer: l, "gate_proj", x: a.h2.pointer, dy: acts.dGate.pointer, rows: n, dx: acts.dH.pointer, accumulate: false)
-        linearBackward(layer: l, "up_proj", x: a.h2.pointer, dy: acts.dUp.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
-        rmsnormBackward(dx: dR, dy: acts.dH.pointer, x: a.xMid.pointer, w: weights.vector(p + "post_attention_layernorm.weight"),
-                        rstd: a.rstd2.pointer, rows: n, cols: C, accumulate: true)
-        // Attention block: xMid = x + o(attn(rope(q), rope(k), v)), q/k/v from h1 = norm(x).
-        linearBackward(layer: l, "o_proj", x: a.att.pointer, dy: dR, rows: n, dx: acts.dAtt.pointer, accumulate: false)
-        attentionBackward(dq: acts.dQ.pointer, dk: acts.dK.pointer, dv: acts.dV.pointer, dout: acts.dAtt.pointer,
-                          q: a.q.pointer, k: a.k.pointer, v: a.v.pointer, probs: a.probs.pointer,
-                          mask: input.mask, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim)
-        ropeBackward(acts.dQ.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numHeads, headDim: c.headDim)
-        ropeBackward(acts.dK.pointer, cos: acts.cos.pointer, sin: acts.sin.pointer, rows: n, heads: c.numKVHeads, headDim: c.headDim)
-        if c.hasQKNorm {
-            // The per-head norm's input gradient overwrites dQ/dK in place: rows are independent
-            // and each row reads its own dy before writing, via a row-sized copy.
-            headNormBackward(acts.dQ.pointer, x: a.qPre!.pointer, w: weights.vector(p + "self_attn.q_norm.weight"),
-                             rstd: a.rstdQ!.pointer, rows: n * c.numHeads, cols: c.headDim, copy: acts.dHeadCopy!.pointer)
-            headNormBackward(acts.dK.pointer, x: a.kPre!.pointer, w: weights.vector(p + "self_attn.k_norm.weight"),
-                             rstd: a.rstdK!.pointer, rows: n * c.numKVHeads, cols: c.headDim, copy: acts.dHeadCopy!.pointer)
-        }
-        linearBackward(layer: l, "q_proj", x: a.h1.pointer, dy: acts.dQ.pointer, rows: n, dx: acts.dH.pointer, accumulate: false)
-        linearBackward(layer: l, "k_proj", x: a.h1.pointer, dy: acts.dK.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
-        linearBackward(layer: l, "v_proj", x: a.h1.pointer, dy: acts.dV.pointer, rows: n, dx: acts.dH.pointer, accumulate: true)
-        rmsnormBackward(dx: dR, dy: acts.dH.pointer, x: acts.residuals[l].pointer, w: weights.vector(p + "input_layernorm.weight"),
-                        rstd: a.rstd1.pointer, rows: n, cols: C, accumulate: true)
-    }
-
-    /// `copy` holds at least `rows × cols` floats (the arena's `dHeadCopy`).
-    private func headNormBackward(_ d: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: [Float],
-                                  rstd: UnsafePointer<Float>, rows: Int, cols: Int, copy: UnsafeMutablePointer<Float>) {
-        copy.update(from: d, count: rows * cols)
-        rmsnormBackward(dx: d, dy: copy, x: x, w: w, rstd: rstd, rows: rows, cols: cols, accumulate: false)
     }
 }

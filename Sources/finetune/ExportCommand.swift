@@ -40,7 +40,7 @@ struct ExportCommand: ParsableCommand {
             if inferred {
                 // The inferred model ends at the last adapted layer; the real one may go on, so
                 // name the adapted layers explicitly rather than claim "every layer".
-                set.spec?.targets.layers = Set(set.adapters.map { Int($0.weightName.split(separator: ".")[2])! })
+                set.spec?.targets.layers = Set(set.adapters.compactMap { Projection.parse($0.weightName)?.layer })
             }
             var base = set.baseModelName
             if let model {

@@ -48,8 +48,8 @@ struct InspectCommand: ParsableCommand {
             } else {
                 let spec = AdapterSpec(kind: kind, targets: targets, rank: rank)
                 for (l, p) in targets.targets(for: config) {
-                    let (o, i) = config.projectionShape(p)
-                    let name = String(ModelConfig.weightName(layer: l, projection: p).dropLast(".weight".count))
+                    let (o, i) = config.shape(of: p)
+                    let name = p.modulePath(layer: l)
                     switch kind {
                     case .lora:
                         modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[rank, i], [o, rank]], parameters: rank * (i + o), factors: nil))

@@ -178,7 +178,7 @@ import TestSupport
 
     @Test func targetSelectionParsingAndErrors() throws {
         let t = try TargetSelection.parse(modules: "q_proj, v_proj", layers: "0-1,3")
-        #expect(t.modules == ["q_proj", "v_proj"] && t.layers == [0, 1, 3])
+        #expect(t.modules == [.q, .v] && t.layers == [0, 1, 3])
         #expect(try TargetSelection.parse(modules: "all-linear", layers: nil).modules.count == 7)
         #expect { try TargetSelection.parse(modules: "q_proj,qkv", layers: nil) } throws: { e in
             "\(e)".contains("qkv") && "\(e)".contains("gate_proj")

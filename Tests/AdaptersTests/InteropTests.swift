@@ -75,7 +75,7 @@ import TestSupport
         let r = try #require(cfg["r"]?.int)
         #expect(cfg["alpha"]?.double == Double(r) * 2)
         #expect(cfg["layers_to_transform"]?.isNull == true)
-        #expect(Set(cfg["target_modules"]?.array?.compactMap(\.string) ?? []) == Set(ModelConfig.projections))
+        #expect(Set(cfg["target_modules"]?.array?.compactMap(\.string) ?? []) == Set(Projection.allCases.map(\.rawValue)))
         let file = try SafetensorsFile(url: dir.appendingPathComponent("adapter_model.safetensors"))
         #expect(file.metadata == ["format": "pt"])
         for a in nd.adapters.compactMap({ $0 as? NdLinearAdapter }) {
@@ -150,7 +150,7 @@ import TestSupport
     @Test func partialTargetsAreWrittenExactly() throws {
         let weights = try FixtureModel.llamaTiny.load()
         let config = weights.config
-        let spec = AdapterSpec(kind: .lora, targets: TargetSelection(modules: ["q_proj", "v_proj"], layers: [1]), rank: 2)
+        let spec = AdapterSpec(kind: .lora, targets: TargetSelection(modules: [.q, .v], layers: [1]), rank: 2)
         let grid = try AdapterSet.create(spec: spec, config: config, seed: 1)
         let dir = try temporaryDirectory("grid")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -201,8 +201,8 @@ import TestSupport
         let weights = try f.load()
         let inferred = try AdapterIO.inferModelConfig(adapterAt: f.directory.appendingPathComponent(k.rawValue))
         #expect(inferred.numLayers == weights.config.numLayers)
-        for p in ModelConfig.projections {
-            #expect(inferred.projectionShape(p) == weights.config.projectionShape(p), "\(f) \(k) \(p)")
+        for p in Projection.allCases {
+            #expect(inferred.shape(of: p) == weights.config.shape(of: p), "\(f) \(k) \(p)")
         }
         let set = try AdapterIO.load(f.directory.appendingPathComponent(k.rawValue), config: inferred)
         #expect(Self.sameTensors(set, try Self.fixtureAdapter(f, k, weights.config)))
@@ -377,9 +377,9 @@ import TestSupport
         var entries = extra
         var seed: UInt64 = 10
         for l in 0..<config.numLayers {
-            for p in ModelConfig.projections {
-                let module = String(ModelConfig.weightName(layer: l, projection: p).dropLast(".weight".count))
-                let (o, i) = config.projectionShape(p), r = rank(module)
+            for p in Projection.allCases {
+                let module = p.modulePath(layer: l)
+                let (o, i) = config.shape(of: p), r = rank(module)
                 seed += 2
                 entries.append(SafetensorsEntry(name: "base_model.model.\(module).lora_A.weight", shape: [r, i], floats: randomFloats(r * i, seed: seed, scale: 0.1)))
                 entries.append(SafetensorsEntry(name: "base_model.model.\(module).lora_B.weight", shape: [o, r], floats: randomFloats(o * r, seed: seed + 1, scale: 0.1)))

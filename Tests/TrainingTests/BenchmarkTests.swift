@@ -17,7 +17,7 @@ import Training
     @Test func flopModelByHand() throws {
         let c = try FixtureModel.llamaTiny.load().config
         var p = c.vocabSize * c.hiddenSize
-        for proj in ModelConfig.projections { let s = c.projectionShape(proj); p += c.numLayers * s.out * s.in }
+        for proj in Projection.allCases { let s = c.shape(of: proj); p += c.numLayers * s.out * s.in }
         let seq = 16, attn = 4.0 * Double(c.numLayers * seq * c.qDim)
         #expect(FlopCount.forward(c, tokens: 2 * seq, seq: seq, adapters: nil) == Double(2 * seq) * (2 * Double(p) + attn))
         #expect(FlopCount.trainStep(c, tokens: seq, seq: seq, adapters: nil) == Double(seq) * (4 * Double(p) + 3 * attn))

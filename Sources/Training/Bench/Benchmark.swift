@@ -98,7 +98,7 @@ public func peakRSSMegabytes() -> Double {
 /// of attention backward, and twice the adapters' forward for their backward.
 public enum FlopCount {
     public static func projectionParameters(_ c: ModelConfig) -> Double {
-        let perLayer = ModelConfig.projections.reduce(0) { let s = c.projectionShape($1); return $0 + s.out * s.in }
+        let perLayer = Projection.allCases.reduce(0) { let s = c.shape(of: $1); return $0 + s.out * s.in }
         return Double(perLayer * c.numLayers + c.vocabSize * c.hiddenSize)
     }
 
@@ -138,8 +138,8 @@ public enum FlopCount {
     public static func weightBytesPerToken(_ w: ModelWeights) -> Double {
         let c = w.config
         var bytes = 0
-        for l in 0..<c.numLayers { for p in ModelConfig.projections {
-            let v = w.view(ModelConfig.weightName(layer: l, projection: p)); bytes += v.byteCount
+        for l in 0..<c.numLayers { for p in Projection.allCases {
+            let v = w.view(p.weightName(layer: l)); bytes += v.byteCount
         } }
         bytes += w.view(c.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight").byteCount
         return Double(bytes)
@@ -165,9 +165,9 @@ public enum Benchmark {
     static func gemmShapes(_ c: ModelConfig, rows: Int) -> [(name: String, m: Int, n: Int, k: Int, transB: Bool, count: Int)] {
         var out: [(String, Int, Int, Int, Bool, Int)] = []
         var seen = Set<String>()
-        for p in ModelConfig.projections {
-            let s = c.projectionShape(p), key = "\(s.out)x\(s.in)"
-            let n = ModelConfig.projections.filter { c.projectionShape($0) == s }.count * c.numLayers
+        for p in Projection.allCases {
+            let s = c.shape(of: p), key = "\(s.out)x\(s.in)"
+            let n = Projection.allCases.filter { c.shape(of: $0) == s }.count * c.numLayers
             guard seen.insert(key).inserted else { continue }
             out.append(("\(p) fwd", rows, s.out, s.in, true, n))
             out.append(("\(p) dx", rows, s.in, s.out, false, n))
