@@ -109,13 +109,6 @@ public struct TensorView: @unchecked Sendable {
         }
     }
 
-    /// A new f32 tensor with these values.
-    public func tensor() -> Tensor {
-        let t = Tensor(shape: shape, zeroed: false)
-        widen(into: t.pointer)
-        return t
-    }
-
     /// Integer values (I64/I32/I16/I8/U8/BOOL, or integral floats).
     public func ints() -> [Int] {
         let n = count

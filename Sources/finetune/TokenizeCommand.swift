@@ -34,9 +34,9 @@ struct TokenizeCommand: ParsableCommand {
         (MB/s, 10^6 bytes of UTF-8 input per second). The tokenizer's word
         cache starts empty: a cold, single pass.
 
-        --config FILE gives defaults for these options as a JSON object or
-        flat YAML (keys are the long option names, with - or _); options on
-        the command line win.
+        --config FILE gives defaults for these options as for every command
+        (a YAML or JSON mapping of long option names); options on the command
+        line win.
         """)
 
     @Option(name: .long, help: "Tokenizer directory or file.")
@@ -63,34 +63,17 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(name: .long, help: "Print load time and encode throughput to stderr.")
     var stats = false
 
-    @Option(name: .long, help: "A JSON or YAML file with default values for these options.")
-    var config: String?
-
-    /// The options after merging --config (command line first).
-    private struct Resolved {
-        var tokenizer: String
-        var text: String?
-        var file: String?
-        var addSpecial: Bool
-        var decode: Bool
-        var skipSpecial: Bool
-        var json: Bool
-        var stats: Bool
-    }
-
     func validate() throws {
-        if config == nil {
-            guard tokenizer != nil else { throw ValidationError("--tokenizer DIR|FILE is required") }
-            guard (text == nil) != (file == nil) else { throw ValidationError("give exactly one of --text or --file") }
-        }
+        guard tokenizer != nil else { throw ValidationError("--tokenizer DIR|FILE is required") }
+        guard (text == nil) != (file == nil) else { throw ValidationError("give exactly one of --text or --file") }
     }
 
     func run() throws {
-        let options = try resolve()
+        guard let tokenizerPath = tokenizer else { throw TokenizeCommandError(message: "--tokenizer DIR|FILE is required") }
         let tok: any Tokenizer
         let loadStart = DispatchTime.now()
         do {
-            tok = try loadTokenizer(from: URL(fileURLWithPath: options.tokenizer))
+            tok = try loadTokenizer(from: URL(fileURLWithPath: tokenizerPath))
         } catch let error as TokenizerError {
             throw TokenizeCommandError(message: "--tokenizer: \(error)")
         }
@@ -99,26 +82,26 @@ struct TokenizeCommand: ParsableCommand {
         var meter = EncodeMeter()
         defer {
             out.flush()
-            if options.stats {
+            if stats {
                 let mbps = meter.seconds > 0 ? Double(meter.bytes) / 1e6 / meter.seconds : 0
                 let cpuMbps = meter.cpuSeconds > 0 ? Double(meter.bytes) / 1e6 / meter.cpuSeconds : 0
                 let line = String(format: "tokenizer %@: load %.3f s; %d texts, %d bytes, %d tokens; encode %.3f s wall = %.2f MB/s, %.3f s cpu = %.2f MB/s\n",
-                                  options.tokenizer, loadSeconds, meter.texts, meter.bytes, meter.tokens, meter.seconds, mbps, meter.cpuSeconds, cpuMbps)
+                                  tokenizerPath, loadSeconds, meter.texts, meter.bytes, meter.tokens, meter.seconds, mbps, meter.cpuSeconds, cpuMbps)
                 FileHandle.standardError.write(Data(line.utf8))
             }
         }
-        if let text = options.text {
-            if options.decode {
+        if let text {
+            if decode {
                 let ids = try parseIdList(text, context: "--text")
-                let decoded = tok.decode(ids, skipSpecialTokens: options.skipSpecial)
-                out.write(options.json ? "{\"text\":\(JSONValue.quote(decoded))}\n" : decoded + "\n")
+                let decoded = tok.decode(ids, skipSpecialTokens: skipSpecial)
+                out.write(json ? "{\"text\":\(JSONValue.quote(decoded))}\n" : decoded + "\n")
             } else {
-                let ids = try encode(tok, text, options.addSpecial, context: "--text", meter: &meter)
-                out.write(options.json ? "{\"ids\":\(jsonArray(ids)),\"count\":\(ids.count)}\n" : ids.map(String.init).joined(separator: " ") + "\n")
+                let ids = try encode(tok, text, addSpecial, context: "--text", meter: &meter)
+                out.write(json ? "{\"ids\":\(jsonArray(ids)),\"count\":\(ids.count)}\n" : ids.map(String.init).joined(separator: " ") + "\n")
             }
             return
         }
-        guard let path = options.file else { throw TokenizeCommandError(message: "give exactly one of --text or --file") }
+        guard let path = file else { throw TokenizeCommandError(message: "give exactly one of --text or --file") }
         let url = URL(fileURLWithPath: path)
         let data: Data
         do {
@@ -138,7 +121,7 @@ struct TokenizeCommand: ParsableCommand {
             } catch {
                 throw TokenizeCommandError(message: "\(where_): not valid JSON")
             }
-            if options.decode {
+            if decode {
                 let raw: Any? = (value as? [Any]) ?? (value as? [String: Any])?["ids"] ?? (value as? [String: Any])?["input_ids"]
                 guard let list = raw as? [Any] else {
                     throw TokenizeCommandError(message: "\(where_): expected a JSON array of ids or an object with \"ids\"")
@@ -149,13 +132,13 @@ struct TokenizeCommand: ParsableCommand {
                     }
                     return id
                 }
-                out.write("{\"text\":\(JSONValue.quote(tok.decode(ids, skipSpecialTokens: options.skipSpecial)))}\n")
+                out.write("{\"text\":\(JSONValue.quote(tok.decode(ids, skipSpecialTokens: skipSpecial)))}\n")
             } else {
                 guard let text = (value as? [String: Any])?["text"] as? String else {
                     throw TokenizeCommandError(message: "\(where_): expected a JSON object with a string \"text\"")
                 }
-                let ids = try encode(tok, text, options.addSpecial, context: where_, meter: &meter)
-                out.write(options.json ? jsonArray(ids) + "\n" : ids.map(String.init).joined(separator: " ") + "\n")
+                let ids = try encode(tok, text, addSpecial, context: where_, meter: &meter)
+                out.write(json ? jsonArray(ids) + "\n" : ids.map(String.init).joined(separator: " ") + "\n")
             }
         }
     }
@@ -187,71 +170,6 @@ struct TokenizeCommand: ParsableCommand {
             }
             return id
         }
-    }
-
-    // MARK: - --config
-
-    private func resolve() throws -> Resolved {
-        var values: [String: Any] = [:]
-        if let config {
-            values = try TokenizeCommand.readConfig(config)
-        }
-        func string(_ key: String) -> String? {
-            if let v = values[key] { return v as? String ?? "\(v)" }
-            return nil
-        }
-        func bool(_ key: String) -> Bool {
-            switch values[key] {
-            case let b as Bool: return b
-            case let s as String: return ["true", "yes", "on", "1"].contains(s.lowercased())
-            case let n as NSNumber: return n.boolValue
-            default: return false
-            }
-        }
-        var r = Resolved(
-            tokenizer: tokenizer ?? string("tokenizer") ?? "",
-            text: text, file: file,
-            addSpecial: addSpecial || bool("add_special"),
-            decode: decode || bool("decode"),
-            skipSpecial: skipSpecial || bool("skip_special"),
-            json: json || bool("json"),
-            stats: stats || bool("stats"))
-        if r.text == nil && r.file == nil {
-            r.text = string("text")
-            r.file = string("file")
-        }
-        guard !r.tokenizer.isEmpty else { throw TokenizeCommandError(message: "--tokenizer DIR|FILE is required") }
-        guard (r.text == nil) != (r.file == nil) else { throw TokenizeCommandError(message: "give exactly one of --text or --file") }
-        return r
-    }
-
-    /// A JSON object, or flat YAML `key: value` lines; keys normalized to snake_case.
-    static func readConfig(_ path: String) throws -> [String: Any] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TokenizeCommandError(message: "--config \(path): cannot read file")
-        }
-        var raw: [String: Any] = [:]
-        if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            raw = object
-        } else {
-            let text = String(decoding: data, as: UTF8.self)
-            for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty || trimmed.hasPrefix("#") || trimmed == "---" { continue }
-                guard let colon = trimmed.firstIndex(of: ":") else {
-                    throw TokenizeCommandError(message: "--config \(path):\(i + 1): expected \"key: value\"")
-                }
-                let key = trimmed[..<colon].trimmingCharacters(in: .whitespaces)
-                var value = trimmed[trimmed.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                if value.count >= 2, let f = value.first, f == "\"" || f == "'", value.last == f {
-                    value = String(value.dropFirst().dropLast())
-                }
-                raw[key] = value
-            }
-        }
-        var out: [String: Any] = [:]
-        for (k, v) in raw { out[k.replacingOccurrences(of: "-", with: "_")] = v }
-        return out
     }
 }
 

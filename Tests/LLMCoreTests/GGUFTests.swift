@@ -139,8 +139,8 @@ import TestSupport
     /// SmolLM2-135M-Instruct Q4_1 read directly matches transformers on the same file converted by
     /// gguf_to_hf.py --dtype float32 (scripts/gguf_logits_golden.py): within 2e-3·max|logit| on
     /// the 64 top ids and every 97th id of each position, same argmax everywhere, same greedy tokens.
-    @Test func smolLM2LogitsMatchTransformers() throws {
-        guard let url = TestPaths.smolLM2GGUF() else { return }
+    @Test(.requires(Assets.smolLM2GGUF)) func smolLM2LogitsMatchTransformers() throws {
+        let url = try Assets.smolLM2GGUF.url()
         let weights = try ModelWeights.load(gguf: url.path)
         let c = weights.config
         #expect(c.family == .llama && c.numLayers == 30 && c.hiddenSize == 576 && c.numKVHeads == 3 && c.tieWordEmbeddings)

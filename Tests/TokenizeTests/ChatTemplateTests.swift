@@ -258,8 +258,8 @@ struct ChatTemplateLoadingTests {
         #expect(try loadChatTemplate(from: none) == nil)
     }
 
-    @Test func ggufChatTemplate() throws {
-        guard let url = TestPaths.smolLM2GGUF() else { return }
+    @Test(.requires(Assets.smolLM2GGUF)) func ggufChatTemplate() throws {
+        let url = try Assets.smolLM2GGUF.url()
         let template = try #require(try loadChatTemplate(from: url))
         #expect(try template.render(messages: [ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
             == "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")

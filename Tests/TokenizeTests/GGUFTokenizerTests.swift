@@ -10,17 +10,17 @@ import Tokenize
 @Suite struct GGUFTokenizerTests {
     // MARK: Helpers
 
-    private static func vocabGGUF(_ name: String) -> URL? {
+    private static func vocabGGUF(_ name: String) -> URL {
         Assets.tokenizerPath("llama.cpp-vocab/ggml-vocab-\(name).gguf")
     }
 
-    private static func vocabTokenizer(_ name: String) throws -> (any Tokenizer)? {
-        guard let url = vocabGGUF(name) else { return nil }
+    private static func vocabTokenizer(_ name: String) throws -> any Tokenizer {
+        let url = vocabGGUF(name)
         return try Assets.cached("gguf.\(name)") { try loadTokenizer(ggufPath: url.path) }
     }
 
     /// The reference tokenizer each vocab GGUF was converted from (loaded from its own files).
-    private static func reference(_ name: String) throws -> (any Tokenizer)? {
+    private static func reference(_ name: String) throws -> any Tokenizer {
         switch name {
         case "qwen2": return try Assets.qwen2JSON()
         case "llama-bpe": return try Assets.llama3()
@@ -132,9 +132,9 @@ import Tokenize
     // MARK: llama.cpp vocab GGUFs
 
     /// Every llama.cpp test vector (add_special=false) of the three vocab-only GGUFs.
-    @Test(arguments: ["qwen2", "llama-bpe", "llama-spm"])
+    @Test(.requires(Assets.shared), arguments: ["qwen2", "llama-bpe", "llama-spm"])
     func llamaCppVectors(_ name: String) throws {
-        guard let tokenizer = try Self.vocabTokenizer(name), let vectors = try Assets.llamaCppVectors(name) else { return }
+        let tokenizer = try Self.vocabTokenizer(name), vectors = try Assets.llamaCppVectors(name)
         #expect(vectors.count == 46)
         var matched = 0
         for (i, v) in vectors.enumerated() {
@@ -147,10 +147,10 @@ import Tokenize
 
     /// Decoding the vector ids gives what the reference tokenizer decodes them to; for the
     /// lossless byte-level vocabularies that is the text itself (for Qwen2, its NFC form).
-    @Test(arguments: ["qwen2", "llama-bpe", "llama-spm"])
+    @Test(.requires(Assets.shared), arguments: ["qwen2", "llama-bpe", "llama-spm"])
     func llamaCppVectorsDecode(_ name: String) throws {
-        guard let tokenizer = try Self.vocabTokenizer(name), let reference = try Self.reference(name),
-              let vectors = try Assets.llamaCppVectors(name) else { return }
+        let tokenizer = try Self.vocabTokenizer(name), reference = try Self.reference(name),
+            vectors = try Assets.llamaCppVectors(name)
         for (i, v) in vectors.enumerated() {
             let decoded = tokenizer.decode(v.ids, skipSpecialTokens: false)
             #expect(decoded == reference.decode(v.ids, skipSpecialTokens: false), "\(name) text \(i)")
@@ -166,9 +166,9 @@ import Tokenize
     }
 
     /// decode(encode(x)) == x on every GSM8K test question, as for the file-based tokenizers.
-    @Test(arguments: ["qwen2", "llama-bpe", "llama-spm"])
+    @Test(.requires(Assets.shared), arguments: ["qwen2", "llama-bpe", "llama-spm"])
     func gsm8kRoundTrip(_ name: String) throws {
-        guard let tokenizer = try Self.vocabTokenizer(name), let questions = try Assets.gsm8kTestQuestions() else { return }
+        let tokenizer = try Self.vocabTokenizer(name), questions = try Assets.gsm8kTestQuestions()
         var failures = 0
         for q in questions {
             let back = tokenizer.decode(try tokenizer.encode(q, addSpecialTokens: false))
@@ -181,8 +181,9 @@ import Tokenize
 
     /// Special ids, added tokens and BOS/EOS handling from the metadata, and the same ids as
     /// the reference tokenizer for the control tokens.
-    @Test func vocabGGUFSpecialTokens() throws {
-        if let qwen = try Self.vocabTokenizer("qwen2") {
+    @Test(.requires(Assets.shared)) func vocabGGUFSpecialTokens() throws {
+        do {
+            let qwen = try Self.vocabTokenizer("qwen2")
             #expect(qwen is ByteLevelBPETokenizer)
             #expect(qwen.vocabSize == 151_936)
             #expect(qwen.bosTokenId == 151_643 && qwen.eosTokenIds == [151_643] && qwen.padTokenId == 151_643)
@@ -192,28 +193,33 @@ import Tokenize
             #expect(try qwen.encode("hi", addSpecialTokens: true) == qwen.encode("hi"))  // Qwen adds nothing
             #expect(qwen.decode(ids, skipSpecialTokens: true) == "user\nhi")
             #expect(qwen.decode(ids) == "<|im_start|>user\nhi<|im_end|>")
-            if let reference = try Self.reference("qwen2") {
+            do {
+                let reference = try Self.reference("qwen2")
                 let text = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|endoftext|>"
                 #expect(try qwen.encode(text) == reference.encode(text))
             }
         }
-        if let llama3 = try Self.vocabTokenizer("llama-bpe") {
+        do {
+            let llama3 = try Self.vocabTokenizer("llama-bpe")
             #expect(llama3.bosTokenId == 128_000 && llama3.eosTokenIds == [128_001] && llama3.padTokenId == nil)
             #expect(try llama3.encode("Hello", addSpecialTokens: true) == [128_000] + llama3.encode("Hello"))  // BOS by default, as llama.cpp
-            if let reference = try Self.reference("llama-bpe") {
+            do {
+                let reference = try Self.reference("llama-bpe")
                 #expect(try llama3.encode("Hello", addSpecialTokens: true) == reference.encode("Hello", addSpecialTokens: true))
                 let text = "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>"
                 #expect(try llama3.encode(text) == reference.encode(text))
             }
         }
-        if let spm = try Self.vocabTokenizer("llama-spm") {
+        do {
+            let spm = try Self.vocabTokenizer("llama-spm")
             #expect(spm is SentencePieceTokenizer)
             #expect(spm.vocabSize == 32_000)
             #expect(spm.bosTokenId == 1 && spm.eosTokenIds == [2] && spm.padTokenId == nil)
             #expect((spm as? SentencePieceTokenizer)?.unknownTokenId == 0)
             #expect(try spm.encode("Hello", addSpecialTokens: true) == [1] + spm.encode("Hello"))
             #expect(spm.token(3) == "<0x00>")
-            if let reference = try Self.reference("llama-spm") {
+            do {
+                let reference = try Self.reference("llama-spm")
                 for text in ["Hello world", " leading", "a\n\nb  c", "€ 日本", "<s>x</s>"] {
                     #expect(try spm.encode(text, addSpecialTokens: true) == reference.encode(text, addSpecialTokens: true), "\(text.debugDescription)")
                 }
@@ -223,8 +229,8 @@ import Tokenize
 
     /// Loading the 150k-token Qwen2 GGUF stays fast; GGUF parsing and tokenizer building are
     /// timed separately.
-    @Test func qwen2LoadTime() throws {
-        guard let url = Self.vocabGGUF("qwen2") else { return }
+    @Test(.requires(Assets.shared)) func qwen2LoadTime() throws {
+        let url = Self.vocabGGUF("qwen2")
         let clock = ContinuousClock()
         var file: GGUFFile? = nil
         let parse = try clock.measure { file = try GGUFFile(path: url.path) }
@@ -249,9 +255,9 @@ import Tokenize
     /// "2" without it — 15 of the 1319 GSM8K questions. So the GGUF tokenizer must equal that
     /// tokenizer.json with a `Digits(individual_digits)` stage put back on every question, and
     /// the unmodified file on all but those 15.
-    @Test func smolLM2MatchesTokenizerJSON() throws {
-        guard let url = TestPaths.smolLM2GGUF(), let jsonURL = Assets.tokenizerPath("smollm2/tokenizer.json"),
-              let reference = try Assets.smollm2(), let questions = try Assets.gsm8kTestQuestions() else { return }
+    @Test(.requires(Assets.smolLM2GGUF, Assets.shared)) func smolLM2MatchesTokenizerJSON() throws {
+        let url = try Assets.smolLM2GGUF.url(), jsonURL = Assets.tokenizerPath("smollm2/tokenizer.json"),
+            reference = try Assets.smollm2(), questions = try Assets.gsm8kTestQuestions()
         let file = try GGUFFile(path: url.path)
         #expect(file.metadata["tokenizer.ggml.pre"]?.string == "smollm")
         let tokenizer = try loadTokenizer(gguf: file)

@@ -1,13 +1,14 @@
 import Foundation
 import Testing
+import TestSupport
 import Tokenize
 
 /// llama.cpp's tokenizer test vectors (46 texts each, add_special=false), produced by the
 /// reference libraries: Qwen2 with `tokenizers`, Llama 3 ("llama-bpe") with tiktoken/`tokenizers`,
 /// Llama 2 ("llama-spm") with sentencepiece.
-@Suite struct LlamaCppVectorTests {
-    private func check(_ name: String, _ tokenizer: (any Tokenizer)?) throws {
-        guard let tokenizer, let vectors = try Assets.llamaCppVectors(name) else { return }
+@Suite(.requires(Assets.shared)) struct LlamaCppVectorTests {
+    private func check(_ name: String, _ tokenizer: any Tokenizer) throws {
+        let vectors = try Assets.llamaCppVectors(name)
         #expect(vectors.count == 46)
         var matched = 0
         for (i, v) in vectors.enumerated() {

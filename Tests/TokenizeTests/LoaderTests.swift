@@ -7,10 +7,10 @@ import Tokenize
     /// A directory holding vocab.json + merges.txt and Qwen3's tokenizer_config.json: the
     /// loader takes the Qwen2 pattern and NFC from `tokenizer_class`, the added tokens and the
     /// special token names from the config.
-    @Test func vocabMergesDirectoryWithQwenConfig() throws {
-        guard let vocab = Assets.tokenizerPath("qwen2/vocab.json"), let merges = Assets.tokenizerPath("qwen2/merges.txt"),
-              let config = Assets.tokenizerPath("qwen3/tokenizer_config.json"),
-              let reference = try Assets.qwen2JSON(), let vectors = try Assets.llamaCppVectors("qwen2") else { return }
+    @Test(.requires(Assets.shared)) func vocabMergesDirectoryWithQwenConfig() throws {
+        let vocab = Assets.tokenizerPath("qwen2/vocab.json"), merges = Assets.tokenizerPath("qwen2/merges.txt"),
+            config = Assets.tokenizerPath("qwen3/tokenizer_config.json"),
+            reference = try Assets.qwen2JSON(), vectors = try Assets.llamaCppVectors("qwen2")
         let dir = try Assets.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let fm = FileManager.default
@@ -34,8 +34,8 @@ import Tokenize
         #expect(tok.decode(try tok.encode(chat), skipSpecialTokens: true) == "user\nWhat is 2+2?\nassistant\n<think>\n\n</think>\n\n4")
     }
 
-    @Test func qwen2TokenizerJSONWithoutConfig() throws {
-        guard let tok = try Assets.qwen2JSON() else { return }
+    @Test(.requires(Assets.shared)) func qwen2TokenizerJSONWithoutConfig() throws {
+        let tok = try Assets.qwen2JSON()
         #expect(tok.vocabSize == 151_669)
         #expect(tok.bosTokenId == nil)
         // No tokenizer_config.json: the conventional end markers present end generation.
@@ -53,9 +53,9 @@ import Tokenize
     }
 
     /// The loader tells tiktoken ranks from a SentencePiece protobuf by content.
-    @Test func modelFileKindDetection() throws {
-        guard let llama3 = Assets.tokenizerPath("llama3-tiktoken/tokenizer.model"),
-              let llama2 = Assets.tokenizerPath("llama2-spm/tokenizer.model") else { return }
+    @Test(.requires(Assets.shared)) func modelFileKindDetection() throws {
+        let llama3 = Assets.tokenizerPath("llama3-tiktoken/tokenizer.model"),
+            llama2 = Assets.tokenizerPath("llama2-spm/tokenizer.model")
         #expect(try loadTokenizer(from: llama3) is TiktokenTokenizer)
         #expect(try loadTokenizer(from: llama2) is SentencePieceTokenizer)
         #expect(try loadTokenizer(from: TestPaths.models.appendingPathComponent("stories260K")) is SentencePieceTokenizer)

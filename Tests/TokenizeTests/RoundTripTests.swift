@@ -3,10 +3,10 @@ import Testing
 import TestSupport
 import Tokenize
 
-/// decode(encode(x)) == x on every GSM8K test question.
-@Suite struct RoundTripTests {
-    private func roundTrip(_ name: String, _ tokenizer: (any Tokenizer)?, expected: (String) -> String = { $0 }) throws {
-        guard let tokenizer, let questions = try Assets.gsm8kTestQuestions() else { return }
+/// decode(encode(x)) == x on every GSM8K test question (../shared, even for the bundled stories260K).
+@Suite(.requires(Assets.shared)) struct RoundTripTests {
+    private func roundTrip(_ name: String, _ tokenizer: any Tokenizer, expected: (String) -> String = { $0 }) throws {
+        let questions = try Assets.gsm8kTestQuestions()
         #expect(questions.count == 1319)
         var failures = 0
         for q in questions {
@@ -50,7 +50,7 @@ import Tokenize
     /// One tokenizer used from several threads at once (the word cache is shared) gives the
     /// same ids as sequential use.
     @Test func concurrentEncodingMatchesSequential() throws {
-        guard let tok = try Assets.qwen2JSON(), let llama3 = try Assets.llama3(), let questions = try Assets.gsm8kTestQuestions() else { return }
+        let tok = try Assets.qwen2JSON(), llama3 = try Assets.llama3(), questions = try Assets.gsm8kTestQuestions()
         for t in [tok, llama3] as [any Tokenizer] {
             let sample = Array(questions.prefix(400))
             let sequential = try sample.map { try t.encode($0, addSpecialTokens: false) }
@@ -73,7 +73,7 @@ import Tokenize
     /// SmolLM2's tokenizer.json (ByteLevel pre-tokenizer with the GPT-2 regex) loads with its
     /// tokenizer_config.json special tokens.
     @Test func smollm2Loads() throws {
-        guard let tok = try Assets.smollm2() else { return }
+        let tok = try Assets.smollm2()
         #expect(tok.vocabSize == 49_152)
         #expect(tok.tokenId("<|im_start|>") == 1)
         #expect(tok.bosTokenId == 1)
@@ -86,7 +86,7 @@ import Tokenize
     /// Bytes of one character split across tokens are reassembled before UTF-8 decoding, and
     /// an incomplete sequence decodes to U+FFFD like the references.
     @Test func splitBytesReassemble() throws {
-        guard let qwen = try Assets.qwen2JSON(), let llama3 = try Assets.llama3(), let llama2 = try Assets.llama2() else { return }
+        let qwen = try Assets.qwen2JSON(), llama3 = try Assets.llama3(), llama2 = try Assets.llama2()
         for tok in [qwen, llama3, llama2] as [any Tokenizer] {
             let text = "日本語𝔘𐍈ꙮü"
             let ids = try tok.encode(text, addSpecialTokens: false)

@@ -34,8 +34,8 @@ import Tokenize
         #expect(tok.tokenId("<0x0A>") == 3 + 0x0A)
     }
 
-    @Test func llama2Vocabulary() throws {
-        guard let tok = try Assets.llama2() else { return }
+    @Test(.requires(Assets.shared)) func llama2Vocabulary() throws {
+        let tok = try Assets.llama2()
         #expect(tok.vocabSize == 32_000)
         #expect(tok.bosTokenId == 1)
         #expect(tok.eosTokenIds == [2])

@@ -1,12 +1,14 @@
 import Foundation
+import Testing
 import TestSupport
 import Tokenize
 
 /// Reference assets under ../shared and tokenizers loaded once per test process (loading a
-/// 150k-token vocabulary takes about a second in a debug build).
-enum Assets {
-    static func tokenizerPath(_ relative: String, file: String = #fileID, line: Int = #line) -> URL? {
-        TestPaths.shared("data/tokenizers/" + relative, file: file, line: line)
+/// 150k-token vocabulary takes about a second in a debug build). Tests using the ../shared ones
+/// carry `.requires(Assets.shared)` (TestSupport/Paths.swift).
+extension Assets {
+    static func tokenizerPath(_ relative: String) -> URL {
+        TestPaths.shared("data/tokenizers/" + relative)
     }
 
     private final class Cache: @unchecked Sendable {
@@ -36,30 +38,30 @@ enum Assets {
         return t
     }
 
-    /// Qwen2 from tokenizer.json (nil when ../shared is absent).
-    static func qwen2JSON() throws -> (any Tokenizer)? {
-        guard let dir = tokenizerPath("qwen2/tokenizer.json") else { return nil }
+    /// Qwen2 from tokenizer.json.
+    static func qwen2JSON() throws -> any Tokenizer {
+        let dir = tokenizerPath("qwen2/tokenizer.json")
         return try cached("qwen2.json") { try loadTokenizer(from: dir) }
     }
 
     /// Qwen2 from vocab.json + merges.txt with the Qwen2 pattern and NFC.
-    static func qwen2VocabMerges() throws -> (any Tokenizer)? {
-        guard let vocab = tokenizerPath("qwen2/vocab.json"), let merges = tokenizerPath("qwen2/merges.txt") else { return nil }
+    static func qwen2VocabMerges() throws -> any Tokenizer {
+        let vocab = tokenizerPath("qwen2/vocab.json"), merges = tokenizerPath("qwen2/merges.txt")
         return try cached("qwen2.vocab") { try ByteLevelBPETokenizer(vocabFile: vocab, mergesFile: merges, pattern: .qwen2, nfc: true) }
     }
 
-    static func smollm2() throws -> (any Tokenizer)? {
-        guard let dir = tokenizerPath("smollm2") else { return nil }
+    static func smollm2() throws -> any Tokenizer {
+        let dir = tokenizerPath("smollm2")
         return try cached("smollm2") { try loadTokenizer(from: dir) }
     }
 
-    static func llama3() throws -> TiktokenTokenizer? {
-        guard let dir = tokenizerPath("llama3-tiktoken") else { return nil }
-        return try cached("llama3") { try loadTokenizer(from: dir) } as? TiktokenTokenizer
+    static func llama3() throws -> TiktokenTokenizer {
+        let dir = tokenizerPath("llama3-tiktoken")
+        return try #require(try cached("llama3") { try loadTokenizer(from: dir) } as? TiktokenTokenizer)
     }
 
-    static func llama2() throws -> (any Tokenizer)? {
-        guard let dir = tokenizerPath("llama2-spm") else { return nil }
+    static func llama2() throws -> any Tokenizer {
+        let dir = tokenizerPath("llama2-spm")
         return try cached("llama2") { try loadTokenizer(from: dir) }
     }
 
@@ -71,9 +73,9 @@ enum Assets {
     /// llama.cpp's tokenizer test vectors: `.inp` holds the texts, each followed by
     /// "\n__ggml_vocab_test__\n" (test-tokenizer-0 reads text up to each separator, so the
     /// file's tail after the last one is not a text); line i of `.out` holds text i's ids.
-    static func llamaCppVectors(_ name: String) throws -> [(text: String, ids: [Int])]? {
-        guard let inp = tokenizerPath("llama.cpp-vocab/ggml-vocab-\(name).gguf.inp"),
-              let out = tokenizerPath("llama.cpp-vocab/ggml-vocab-\(name).gguf.out") else { return nil }
+    static func llamaCppVectors(_ name: String) throws -> [(text: String, ids: [Int])] {
+        let inp = tokenizerPath("llama.cpp-vocab/ggml-vocab-\(name).gguf.inp"),
+            out = tokenizerPath("llama.cpp-vocab/ggml-vocab-\(name).gguf.out")
         let bytes = [UInt8](try Data(contentsOf: inp))
         let separator = Array("\n__ggml_vocab_test__\n".utf8)
         var texts: [String] = []
@@ -95,8 +97,8 @@ enum Assets {
     }
 
     /// The GSM8K test questions.
-    static func gsm8kTestQuestions() throws -> [String]? {
-        guard let url = TestPaths.shared("data/datasets/gsm8k/test.jsonl") else { return nil }
+    static func gsm8kTestQuestions() throws -> [String] {
+        let url = TestPaths.shared("data/datasets/gsm8k/test.jsonl")
         let data = try Data(contentsOf: url)
         return try data.split(separator: UInt8(ascii: "\n")).map { line in
             let object = try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any]

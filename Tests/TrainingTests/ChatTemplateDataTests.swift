@@ -42,8 +42,8 @@ struct ChatTemplateDataTests {
 
     // MARK: Real template and tokenizer (SmolLM2)
 
-    @Test func smolLM2IdsAndMaskMatchApplyChatTemplate() throws {
-        guard let dir = TestPaths.shared("data/tokenizers/smollm2") else { return }
+    @Test(.requires(Assets.shared)) func smolLM2IdsAndMaskMatchApplyChatTemplate() throws {
+        let dir = TestPaths.shared("data/tokenizers/smollm2")
         let tokenizer = try loadTokenizer(from: dir)
         let g = try Self.golden()
         let chat = PromptTemplate.Chat(template: try ChatTemplate(source: try #require(g.templates["smollm2-135m-instruct"])),
@@ -74,10 +74,10 @@ struct ChatTemplateDataTests {
     }
 
     /// The end-of-turn token of the real templates, in their tokenizers.
-    @Test func endOfTurnTokens() throws {
+    @Test(.requires(Assets.shared)) func endOfTurnTokens() throws {
         let g = try Self.golden()
         func check(_ template: String, _ tokenizerPath: String, _ token: String) throws {
-            guard let url = TestPaths.shared("data/tokenizers/" + tokenizerPath) else { return }
+            let url = TestPaths.shared("data/tokenizers/" + tokenizerPath)
             let tokenizer = try loadTokenizer(from: url)
             let chat = PromptTemplate.Chat(template: try ChatTemplate(source: try #require(g.templates[template])), tokenizer: tokenizer)
             let id = try #require(chat.endOfTurnTokenId(tokenizer: tokenizer), "\(template)")

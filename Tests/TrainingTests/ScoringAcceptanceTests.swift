@@ -10,7 +10,7 @@ import TestSupport
 /// math sets are not (their `output`s are model-written rationales).
 @Suite("Scoring acceptance: LLM-Adapters test sets")
 struct ScoringAcceptanceTests {
-    @Test(arguments: [
+    @Test(.requires(Assets.shared), arguments: [
         ("boolq", 3270, 3270), ("piqa", 1838, 1838), ("social_i_qa", 1954, 1954),
         ("ARC-Easy", 2376, 2376), ("ARC-Challenge", 1172, 1172), ("openbookqa", 500, 500),
         ("winogrande", 1267, 1267),
@@ -18,7 +18,7 @@ struct ScoringAcceptanceTests {
         ("SingleEq", 484, 508), ("AQuA", 109, 254),
     ])
     func ownOutputsScoreAsPublished(dataset: String, correct: Int, total: Int) throws {
-        guard let url = TestPaths.shared("data/datasets/llm-adapters/dataset/\(dataset)/test.json") else { return }
+        let url = TestPaths.shared("data/datasets/llm-adapters/dataset/\(dataset)/test.json")
         let task = try #require(EvalTask.detect(path: url.path))
         #expect(EvalTask(name: dataset) == task)
         let loaded = try loadExamples(from: url, strict: true)
@@ -34,9 +34,9 @@ struct ScoringAcceptanceTests {
     }
 
     /// mathqa and mawps ship with empty `output`s: nothing can be extracted, so every item is wrong.
-    @Test(arguments: [("mathqa", 2985), ("mawps", 238)])
+    @Test(.requires(Assets.shared), arguments: [("mathqa", 2985), ("mawps", 238)])
     func emptyOutputsScoreZero(dataset: String, total: Int) throws {
-        guard let url = TestPaths.shared("data/datasets/llm-adapters/dataset/\(dataset)/test.json") else { return }
+        let url = TestPaths.shared("data/datasets/llm-adapters/dataset/\(dataset)/test.json")
         let task = try #require(EvalTask.detect(path: url.path))
         let loaded = try loadExamples(from: url, strict: true)
         #expect(loaded.examples.allSatisfy { $0.output.isEmpty })
@@ -50,8 +50,9 @@ struct ScoringAcceptanceTests {
     }
 
     /// The same outputs from a preds.jsonl file give the same count (file round trip, path detection).
+    /// AQuA's test.json is small enough to live in Tests/Fixtures/data (a byte-for-byte copy).
     @Test func predsFileRoundTrip() throws {
-        guard let url = TestPaths.shared("data/datasets/llm-adapters/dataset/AQuA/test.json") else { return }
+        let url = TestPaths.fixtures.appendingPathComponent("data/AQuA/test.json")
         let loaded = try loadExamples(from: url, strict: true)
         let rows = loaded.examples.enumerated().map { PredictionRow(index: $0, output: $1.output, answer: $1.answer ?? "") }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("acc-\(UUID().uuidString)")

@@ -34,24 +34,24 @@ struct TemplateTokenIdTests {
         func token(_ id: Int) -> String? { base.token(id) }
     }
 
-    static func qwen() throws -> (any Tokenizer)? {
-        guard let url = TestPaths.shared("data/tokenizers/qwen2/tokenizer.json") else { return nil }
+    static func qwen() throws -> any Tokenizer {
+        let url = TestPaths.shared("data/tokenizers/qwen2/tokenizer.json")
         let base = try loadTokenizer(from: url)
         let eos = try #require(base.tokenId("<|endoftext|>"))
         #expect(eos == 151643)
         return QwenBase(base: base, eos: eos)
     }
 
-    static func llama() throws -> (any Tokenizer)? {
-        guard let url = TestPaths.shared("data/tokenizers/llama2-spm/tokenizer.model") else { return nil }
+    static func llama() throws -> any Tokenizer {
+        let url = TestPaths.shared("data/tokenizers/llama2-spm/tokenizer.model")
         let tok = try loadTokenizer(from: url)
         #expect(tok.bosTokenId == 1)
         #expect(tok.eosTokenId == 2)
         return tok
     }
 
-    static func firstMath10K() throws -> Example? {
-        guard let url = TestPaths.shared("data/datasets/llm-adapters/ft-training_set/math_data.json") else { return nil }
+    static func firstMath10K() throws -> Example {
+        let url = TestPaths.shared("data/datasets/llm-adapters/ft-training_set/math_data.json")
         let e = try loadExamples(from: url, strict: true).examples
         #expect(e.count == 3260)
         #expect(e[0].answer == "4.0")
@@ -67,8 +67,8 @@ struct TemplateTokenIdTests {
         #expect(t.labels == labels, "\(template.rawValue): labels")
     }
 
-    @Test func qwenTemplates() throws {
-        guard let tok = try Self.qwen(), let ex = try Self.firstMath10K() else { return }
+    @Test(.requires(Assets.shared)) func qwenTemplates() throws {
+        let tok = try Self.qwen(), ex = try Self.firstMath10K()
         try Self.check(ex, .ndlinear, tok, Self.qwenNdlinear)
         try Self.check(ex, .auto, tok, Self.qwenNdlinear)
         try Self.check(ex, .alpaca, tok, Self.qwenAlpaca)
@@ -80,8 +80,8 @@ struct TemplateTokenIdTests {
         #expect(Array(Self.qwenAlpaca.ids.prefix(prompt.count)) != prompt)
     }
 
-    @Test func llamaTemplates() throws {
-        guard let tok = try Self.llama(), let ex = try Self.firstMath10K() else { return }
+    @Test(.requires(Assets.shared)) func llamaTemplates() throws {
+        let tok = try Self.llama(), ex = try Self.firstMath10K()
         try Self.check(ex, .ndlinear, tok, Self.llamaNdlinear)
         try Self.check(ex, .alpaca, tok, Self.llamaAlpaca)
         try Self.check(ex, .llmAdapters, tok, Self.llamaLlmadapters)
