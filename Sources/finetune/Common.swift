@@ -23,20 +23,17 @@ struct InputError: Error, CustomStringConvertible {
     init(_ s: String) { description = s }
 }
 
-/// Runs a command body: typed errors become a one-line `error: …` on stderr and an exit
-/// status (1 for a failed run, 2 for bad input), never a crash trace.
+/// Runs a command body: typed errors become a one-line `error: …` on stderr and the exit
+/// status of `exitStatus(for:)` (130 interrupted, 1 for a failed run, 2 for bad input), never
+/// a crash trace.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let e as ExitCode {
         throw e
-    } catch let e as TrainingError {
-        note("error: \(e)")
-        if case .interrupted = e { throw ExitCode(130) }
-        throw ExitCode(1)
     } catch {
         note("error: \(error)")
-        throw ExitCode(2)
+        throw ExitCode(exitStatus(for: error))
     }
 }
 
@@ -58,10 +55,8 @@ func configureCPU(gemm: String) throws {
     }
 }
 
-struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model directory, a llama.cpp .gguf file, or a bare config.json (random weights).")
-    var model: String
-
+/// `--threads` and `--gemm`: how this process computes (every command that runs a model).
+struct RuntimeOptions: ParsableArguments {
     @Option(help: "Threads for GEMMs and kernels (default: all cores).")
     var threads: Int?
 
@@ -73,14 +68,39 @@ struct ModelOptions: ParsableArguments {
         if let t = threads, t > 0 { BLAS.setThreads(t) }
         try configureCPU(gemm: gemm)
     }
+}
+
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A Hugging Face model directory, a llama.cpp .gguf file, or a bare config.json (random weights).")
+    var model: String
+
+    @OptionGroup var runtime: RuntimeOptions
+
+    var threads: Int? { runtime.threads }
+    var path: ModelPath { ModelPath(model) }
+
+    func apply() throws { try runtime.apply() }
 
     /// Loads weights (random of `randomDType` for a bare config.json).
-    func load(randomDType: DType = .bf16) throws -> ModelWeights {
-        try apply()
+    func load(randomDType: DType = .bf16) throws -> ModelWeights { try path.load(runtime: runtime, randomDType: randomDType) }
+
+    /// The model directory's tokenizer, if it has one.
+    func tokenizer() throws -> (any Tokenizer)? { try path.tokenizer() }
+}
+
+/// A `--model` argument and what is read from it (for commands where `--model` is optional,
+/// as `eval --score`, too).
+struct ModelPath {
+    let model: String
+    init(_ model: String) { self.model = model }
+
+    /// Applies `runtime`, then loads the weights (random of `randomDType` for a bare config.json).
+    func load(runtime: RuntimeOptions, randomDType: DType = .bf16) throws -> ModelWeights {
+        try runtime.apply()
         return try ModelWeights.load(path: model, randomDType: randomDType)
     }
 
-    /// The model directory's tokenizer, if it has one.
+    /// The model's tokenizer, if it has one.
     func tokenizer() throws -> (any Tokenizer)? {
         var isDir: ObjCBool = false
         if model.lowercased().hasSuffix(".gguf") {
@@ -97,17 +117,42 @@ struct ModelOptions: ParsableArguments {
 
     /// The model's chat template bound to its tokenizer when `template` is `chat` (nil for the
     /// other templates, which need none).
-    func chat(template: String, tokenizer: (any Tokenizer)?) throws -> PromptTemplate.Chat? {
-        guard (try? PromptTemplate(name: template)) == .chat else { return nil }
-        let template: ChatTemplate?
-        do { template = try loadChatTemplate(from: URL(fileURLWithPath: model)) } catch let e as ChatTemplateError {
+    func chat(template: PromptTemplate, tokenizer: (any Tokenizer)?) throws -> PromptTemplate.Chat? {
+        guard template == .chat else { return nil }
+        let chatTemplate: ChatTemplate?
+        do { chatTemplate = try loadChatTemplate(from: URL(fileURLWithPath: model)) } catch let e as ChatTemplateError {
             throw InputError("--template chat: the chat template of \(model) cannot be used: \(e)")
         }
-        guard let t = template else {
+        guard let t = chatTemplate else {
             throw InputError("--template chat: \(model) has no chat template (chat_template.jinja, `chat_template` in "
                              + "tokenizer_config.json, or GGUF tokenizer.chat_template)")
         }
         return PromptTemplate.Chat(template: t, tokenizer: tokenizer)
+    }
+}
+
+/// How records become text and tokens, shared by `train` and `eval`.
+struct TemplateOptions: ParsableArguments {
+    @Option(help: "Prompt template: chat is the model's own chat template; auto picks per record (eval: as training does).")
+    var template: PromptTemplate = TrainConfig.defaults.template
+
+    @Option(help: "Truncate records to this many tokens (eval: --metric loss, as training does).")
+    var maxLength: Int = TrainConfig.defaults.maxLength
+
+    @Flag(help: "A malformed data record is fatal (default: skipped and counted).")
+    var strict = false
+}
+
+// Named choices on the command line: the names of `ConfigChoice` (case-insensitive, `_` or `-`).
+extension AdapterKind: ExpressibleByArgument { public init?(argument: String) { self.init(choiceName: argument) } }
+extension NdLinearInit: ExpressibleByArgument { public init?(argument: String) { self.init(choiceName: argument) } }
+extension LRScheduleKind: ExpressibleByArgument { public init?(argument: String) { self.init(choiceName: argument) } }
+extension PromptTemplate: ExpressibleByArgument { public init?(argument: String) { self.init(choiceName: argument) } }
+
+extension ConfigChoice {
+    init?(choiceName: String) {
+        guard let v = Self.named(choiceName) else { return nil }
+        self = v
     }
 }
 
@@ -128,6 +173,14 @@ struct AdapterOptions: ParsableArguments {
 func parseIntList(_ s: String, flag: String) throws -> [Int] {
     try s.split(separator: ",").map {
         guard let v = Int($0.trimmingCharacters(in: .whitespaces)) else { throw InputError("\(flag): '\($0)' is not an integer") }
+        return v
+    }
+}
+
+/// Parses `0.9,0.999` into numbers, naming the flag on error.
+func parseDoubleList(_ s: String, flag: String) throws -> [Double] {
+    try s.split(separator: ",").map {
+        guard let v = Double($0.trimmingCharacters(in: .whitespaces)) else { throw InputError("\(flag) '\(s)': '\($0)' is not a number") }
         return v
     }
 }

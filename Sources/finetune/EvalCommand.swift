@@ -28,12 +28,11 @@ struct EvalCommand: ParsableCommand {
         """)
 
     @Option(help: "A Hugging Face model directory (not needed with --score).") var model: String?
-    @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
-    @Option(help: ArgumentHelp(gemmHelp)) var gemm: String = "auto"
+    @OptionGroup var runtime: RuntimeOptions
     @OptionGroup var adapter: AdapterOptions
     @Option(help: "Test data: JSON array or JSONL (instruction/input/output/answer, GSM8K question/answer, CSQA).") var data: String?
     @Option(help: "auto, or one of: \(EvalTask.allCases.map(\.rawValue).joined(separator: ", ")).") var task: String = "auto"
-    @Option(help: "ndlinear, alpaca, llm-adapters, raw, chat (the model's own chat template) or auto (as for training).") var template: String = "auto"
+    @OptionGroup var templateOptions: TemplateOptions
     @Option(help: "Maximum new tokens per item (default 256 for math tasks, 32 for commonsense ones, as LLM-Adapters).") var maxNewTokens: Int?
     @Option(help: "Prompts decoded together (greedy: sequences in flight; beam search: prompts per batch).") var batchSize: Int = 8
     @Option(help: "Beams per prompt (1 = greedy; LLM-Adapters uses 4).") var numBeams: Int = 1
@@ -42,42 +41,43 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Write per-item predictions to this JSONL file.") var output: String?
     @Option(help: "Re-score a saved preds.jsonl instead of generating (no model needed).") var score: String?
     @Option(help: "accuracy (generate and score) or loss (target loss and perplexity).") var metric: String = "accuracy"
-    @Option(help: "--metric loss: truncate records to this many tokens, as training does.") var maxLength: Int = 512
-    @Flag(help: "A malformed data record is fatal (default: skipped and counted).") var strict = false
     @Flag(help: "Print one JSON object on stdout (human text goes to stderr).") var json = false
     @Option(help: "Append the JSON summary (plus model, adapter and data) as one line to this results file.") var appendResults: String?
 
+    var template: PromptTemplate { templateOptions.template }
+
     // MARK: Summary rows
 
-    /// The `--json` object and the `--append-results` line.
+    /// The `--json` object and the `--append-results` line: one flat JSON object, written from
+    /// the groups that apply (absent values are left out).
     struct Summary: Encodable {
-        var metric: String
-        var task: String?
-        var n: Int
-        var accuracy: Double?
-        var accuracy_strict: Double?
-        var correct: Int?
-        var correct_strict: Int?
-        var loss: Double?
-        var perplexity: Double?
-        var target_tokens: Int?
-        var tokens: Int?
-        var prompt_tokens: Int?
-        var generated_tokens: Int?
-        var tokens_per_s: Double?
-        var generate_s: Double?
-        var wall_s: Double
-        var num_beams: Int?
-        var batch_size: Int?
-        var max_new_tokens: Int?
-        var template: String?
-        var model: String?
-        var adapter: String?
-        var data: String?
-        var preds: String?
-        var output: String?
-        var limit: Int?
-        var timestamp: String?
+        struct Head: Encodable {
+            var metric: String, task: String?, n: Int, wall_s: Double
+            var timestamp: String? = nil
+        }
+        /// Generation accuracy by the LLM-Adapters rule and by ours.
+        struct Accuracy: Encodable { var accuracy: Double, accuracy_strict: Double, correct: Int, correct_strict: Int }
+        /// Mean target loss (`--metric loss`).
+        struct Loss: Encodable { var loss: Double, perplexity: Double, target_tokens: Int, tokens: Int }
+        struct Speed: Encodable { var tokens_per_s: Double, prompt_tokens: Int? = nil, generated_tokens: Int? = nil, generate_s: Double? = nil }
+        /// What was evaluated, and how.
+        struct Inputs: Encodable {
+            var model: String? = nil, adapter: String? = nil, data: String? = nil, preds: String? = nil, output: String? = nil
+            var template: String? = nil, limit: Int? = nil, batch_size: Int? = nil, num_beams: Int? = nil, max_new_tokens: Int? = nil
+        }
+        var head: Head
+        var accuracy: Accuracy?
+        var loss: Loss?
+        var speed: Speed?
+        var inputs: Inputs
+
+        func encode(to encoder: Encoder) throws {
+            try head.encode(to: encoder)
+            try accuracy?.encode(to: encoder)
+            try loss?.encode(to: encoder)
+            try speed?.encode(to: encoder)
+            try inputs.encode(to: encoder)
+        }
     }
 
     func run() throws {
@@ -85,27 +85,49 @@ struct EvalCommand: ParsableCommand {
             let start = Date()
             let evalTask = try parseTask()
             var summary: Summary
-            if let score {
-                summary = try rescore(score, task: evalTask, start: start)
-            } else {
-                guard let model else { throw InputError("--model is required (unless --score re-scores a preds file)") }
-                guard let data else { throw InputError("--data is required (unless --score re-scores a preds file)") }
-                switch metric {
-                case "accuracy": summary = try generate(model: model, data: data, task: evalTask, start: start)
-                case "loss": summary = try lossMetric(model: model, data: data, task: evalTask, start: start)
-                default: throw InputError("--metric '\(metric)': expected accuracy or loss")
-                }
+            switch try mode() {
+            case let .rescore(preds): summary = try rescore(preds, task: evalTask, start: start)
+            case let .accuracy(model, data): summary = try generate(model: model, data: data, task: evalTask, start: start)
+            case let .loss(model, data): summary = try lossMetric(model: model, data: data, task: evalTask, start: start)
             }
             if json { try printJSON(summary) }
             if let appendResults {
                 var row = summary
-                row.timestamp = ISO8601DateFormatter().string(from: Date())
+                row.head.timestamp = ISO8601DateFormatter().string(from: Date())
                 try appendLine(row, to: appendResults)
             }
         }
     }
 
     // MARK: Modes
+
+    enum Mode {
+        case rescore(preds: String)
+        case accuracy(model: String, data: String)
+        case loss(model: String, data: String)
+    }
+
+    /// What to do, with every flag checked for it before anything is read or loaded.
+    func mode() throws -> Mode {
+        if let score {
+            if data != nil { throw InputError("--score re-scores saved generations and takes no --data") }
+            if metric != "accuracy" { throw InputError("--metric \(metric) cannot be used with --score") }
+            return .rescore(preds: score)
+        }
+        guard let model else { throw InputError("--model is required (unless --score re-scores a preds file)") }
+        guard let data else { throw InputError("--data is required (unless --score re-scores a preds file)") }
+        guard metric == "accuracy" || metric == "loss" else { throw InputError("--metric '\(metric)': expected accuracy or loss") }
+        guard batchSize >= 1 else { throw InputError("--batch-size must be ≥ 1, got \(batchSize)") }
+        if let limit, limit < 1 { throw InputError("--limit must be ≥ 1, got \(limit)") }
+        if metric == "loss" {
+            guard templateOptions.maxLength >= 1 else { throw InputError("--max-length must be ≥ 1, got \(templateOptions.maxLength)") }
+            if numBeams != 1 || output != nil { throw InputError("--metric loss generates nothing: --num-beams and --output do not apply") }
+            return .loss(model: model, data: data)
+        }
+        guard numBeams >= 1 else { throw InputError("--num-beams must be ≥ 1, got \(numBeams)") }
+        if let m = maxNewTokens, m < 1 { throw InputError("--max-new-tokens must be ≥ 1, got \(m)") }
+        return .accuracy(model: model, data: data)
+    }
 
     func parseTask() throws -> EvalTask? {
         if task.lowercased() == "auto" { return nil }
@@ -115,49 +137,35 @@ struct EvalCommand: ParsableCommand {
         return t
     }
 
-    func parseTemplate() throws -> PromptTemplate {
-        do { return try PromptTemplate(name: template) } catch { throw InputError("--template: \(error)") }
-    }
-
     /// `--score`: re-score a saved predictions file.
     func rescore(_ path: String, task: EvalTask?, start: Date) throws -> Summary {
-        if data != nil { throw InputError("--score re-scores saved generations and takes no --data") }
-        if metric != "accuracy" { throw InputError("--metric \(metric) cannot be used with --score") }
         let report = try scorePredictionsFile(at: URL(fileURLWithPath: path), task: task)
         if let output { try writePredictions(report.rows, to: URL(fileURLWithPath: output)) }
         let s = report.summary
         let wall = Date().timeIntervalSince(start)
         say(String(format: "%@: accuracy %.4f (%d/%d), strict %.4f (%d/%d); re-scored %@ in %.2f s",
                    s.task, s.accuracy, s.correct, s.n, s.accuracyStrict, s.correctStrict, s.n, path, wall))
-        return Summary(metric: "accuracy", task: s.task, n: s.n, accuracy: s.accuracy, accuracy_strict: s.accuracyStrict,
-                       correct: s.correct, correct_strict: s.correctStrict, wall_s: wall, preds: path, output: output)
+        return Summary(head: .init(metric: "accuracy", task: s.task, n: s.n, wall_s: wall), accuracy: Summary.Accuracy(s),
+                       inputs: .init(preds: path, output: output))
     }
 
     /// Loads the model, tokenizer, chat template (for `--template chat`) and adapter, and the
     /// data (with `--limit`).
     func load(model path: String, data: String) throws -> (TransformerModel, (any Tokenizer)?, PromptTemplate.Chat?, [Example]) {
-        var args = ["--model", path]
-        if let threads { args += ["--threads", String(threads)] }
-        args += ["--gemm", gemm]
-        let options = try ModelOptions.parse(args)
-        if let limit, limit < 1 { throw InputError("--limit must be ≥ 1, got \(limit)") }
-        let loaded = try loadExamples(from: URL(fileURLWithPath: data), strict: strict)
+        let source = ModelPath(path)
+        let loaded = try loadExamples(from: URL(fileURLWithPath: data), strict: templateOptions.strict)
         for w in loaded.warnings { note("warning: \(w)") }
         let examples = limit.map { Array(loaded.examples.prefix($0)) } ?? loaded.examples
-        let weights = try options.load()
+        let weights = try source.load(runtime: runtime)
         note(CPU.summary)
-        let tokenizer = try options.tokenizer()
-        let chat = try options.chat(template: template, tokenizer: tokenizer)
+        let tokenizer = try source.tokenizer()
+        let chat = try source.chat(template: template, tokenizer: tokenizer)
         let adapters = try adapter.load(config: weights.config)
         return (TransformerModel(weights: weights, adapters: adapters), tokenizer, chat, examples)
     }
 
     /// Generate and score.
     func generate(model path: String, data: String, task: EvalTask?, start: Date) throws -> Summary {
-        guard batchSize >= 1 else { throw InputError("--batch-size must be ≥ 1, got \(batchSize)") }
-        guard numBeams >= 1 else { throw InputError("--num-beams must be ≥ 1, got \(numBeams)") }
-        if let m = maxNewTokens, m < 1 { throw InputError("--max-new-tokens must be ≥ 1, got \(m)") }
-        let template = try parseTemplate()
         let (model, tokenizer, chat, examples) = try load(model: path, data: data)
         guard let tokenizer else {
             throw InputError("--model \(path): no tokenizer files (tokenizer.json, vocab.json + merges.txt or tokenizer.model); eval builds text prompts and needs one")
@@ -168,10 +176,10 @@ struct EvalCommand: ParsableCommand {
         note("eval \(target.name) (\(target.rule)): \(examples.count) items, template \(template.rawValue), "
              + (numBeams > 1 ? "beam search with \(numBeams) beams" : "greedy")
              + ", batch \(batchSize), max \(options.maxNewTokens ?? defaultMaxNewTokens(for: target)) new tokens")
-        let meter = ProgressMeter()
+        let progress = ProgressPrinter()
         let report = try evaluateGeneration(model: model, tokenizer: tokenizer, examples: examples, target: target,
-                                            options: options, progress: meter.update)
-        meter.finish()
+                                            options: options, progress: progress.update)
+        progress.finish()
         if let output { try writePredictions(report.rows, to: URL(fileURLWithPath: output)) }
         let s = report.summary
         let wall = Date().timeIntervalSince(start)
@@ -179,31 +187,29 @@ struct EvalCommand: ParsableCommand {
                    s.task, s.accuracy, s.correct, s.n, s.accuracyStrict, s.correctStrict, s.n,
                    report.generatedTokens, report.generateSeconds, report.tokensPerSecond, wall))
         if let output { note("predictions: \(output)") }
-        return Summary(metric: "accuracy", task: s.task, n: s.n, accuracy: s.accuracy, accuracy_strict: s.accuracyStrict,
-                       correct: s.correct, correct_strict: s.correctStrict, prompt_tokens: report.promptTokens,
-                       generated_tokens: report.generatedTokens, tokens_per_s: report.tokensPerSecond,
-                       generate_s: report.generateSeconds, wall_s: wall, num_beams: numBeams, batch_size: batchSize,
-                       max_new_tokens: report.maxNewTokens, template: template.rawValue, model: path, adapter: adapter.adapter,
-                       data: data, output: output, limit: limit)
+        return Summary(head: .init(metric: "accuracy", task: s.task, n: s.n, wall_s: wall), accuracy: Summary.Accuracy(s),
+                       speed: Summary.Speed(tokens_per_s: report.tokensPerSecond, prompt_tokens: report.promptTokens,
+                                    generated_tokens: report.generatedTokens, generate_s: report.generateSeconds),
+                       inputs: .init(model: path, adapter: adapter.adapter, data: data, output: output, template: template.rawValue,
+                                     limit: limit, batch_size: batchSize, num_beams: numBeams, max_new_tokens: report.maxNewTokens))
     }
 
     /// Target loss and perplexity.
     func lossMetric(model path: String, data: String, task: EvalTask?, start: Date) throws -> Summary {
-        guard batchSize >= 1 else { throw InputError("--batch-size must be ≥ 1, got \(batchSize)") }
-        guard maxLength >= 1 else { throw InputError("--max-length must be ≥ 1, got \(maxLength)") }
-        if numBeams != 1 || output != nil { throw InputError("--metric loss generates nothing: --num-beams and --output do not apply") }
-        let template = try parseTemplate()
+        let maxLength = templateOptions.maxLength
         let (model, tokenizer, chat, examples) = try load(model: path, data: data)
         let r = try evaluateLoss(model: model, tokenizer: tokenizer, examples: examples, template: template,
-                                 maxLength: maxLength, batchSize: batchSize, strict: strict, chat: chat)
+                                 maxLength: maxLength, batchSize: batchSize, strict: templateOptions.strict, chat: chat)
         for w in r.warnings { note("warning: \(w)") }
         let name = task?.rawValue ?? EvalTask.detect(path: data)?.rawValue
         let wall = Date().timeIntervalSince(start)
         say(String(format: "%@loss %.4f, perplexity %.3f over %d target tokens of %d records; %.1f tokens/s; wall %.1f s",
                    name.map { "\($0): " } ?? "", r.loss, r.perplexity, r.targetTokens, r.n, r.tokensPerSecond, wall))
-        return Summary(metric: "loss", task: name, n: r.n, loss: r.loss, perplexity: r.perplexity, target_tokens: r.targetTokens,
-                       tokens: r.tokens, tokens_per_s: r.tokensPerSecond, wall_s: wall, batch_size: batchSize,
-                       template: template.rawValue, model: path, adapter: adapter.adapter, data: data, limit: limit)
+        return Summary(head: .init(metric: "loss", task: name, n: r.n, wall_s: wall),
+                       loss: Summary.Loss(loss: r.loss, perplexity: r.perplexity, target_tokens: r.targetTokens, tokens: r.tokens),
+                       speed: Summary.Speed(tokens_per_s: r.tokensPerSecond),
+                       inputs: .init(model: path, adapter: adapter.adapter, data: data, template: template.rawValue, limit: limit,
+                                     batch_size: batchSize))
     }
 
     // MARK: Output
@@ -229,31 +235,8 @@ struct EvalCommand: ParsableCommand {
     }
 }
 
-/// Evaluation progress on stderr: a live line on a terminal, otherwise a line every 10% of the
-/// items (or 30 s).
-final class ProgressMeter {
-    let tty = isatty(STDERR_FILENO) != 0
-    var lastPrinted = Date.distantPast
-    var lastDone = 0
-
-    func update(_ p: EvalProgress) {
-        let rate = Double(p.generatedTokens) / max(p.elapsedSeconds, 1e-9)
-        let eta = p.done > 0 ? p.elapsedSeconds * Double(p.total - p.done) / Double(p.done) : .nan
-        let line = String(format: "%d/%d items, %d tokens, %.1f tokens/s, ETA %@", p.done, p.total, p.generatedTokens, rate,
-                          eta.isFinite ? String(format: "%.0f s", eta) : "?")
-        if tty {
-            FileHandle.standardError.write(Data(("\r\u{1B}[2K" + line).utf8))
-        } else {
-            let step = max(1, p.total / 10)
-            if p.done / step > lastDone / step || Date().timeIntervalSince(lastPrinted) > 30 || p.done == p.total {
-                note(line)
-                lastPrinted = Date()
-            }
-        }
-        lastDone = p.done
-    }
-
-    func finish() {
-        if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+extension EvalCommand.Summary.Accuracy {
+    init(_ s: ScoreSummary) {
+        self.init(accuracy: s.accuracy, accuracy_strict: s.accuracyStrict, correct: s.correct, correct_strict: s.correctStrict)
     }
 }

@@ -30,9 +30,25 @@ struct Finetune: ParsableCommand {
             }
             try command.run()
         } catch {
-            // Under a launcher every rank parses the same arguments: one usage message is enough.
-            if let r = Launcher.detect()?.rank, r != 0 { Foundation.exit(exitCode(for: error).rawValue) }
-            exit(withError: error)
+            fail(error)
         }
+    }
+
+    /// Ends the process after `error` with one message and the contract's status (CLI.md):
+    /// usage and parse errors (ArgumentParser's 64) and every other bad input exit 2, a failed
+    /// run 1, an interrupt 130; `--help` and `--version` exit 0.
+    static func fail(_ error: Error) -> Never {
+        let parser = exitCode(for: error)
+        let status: Int32
+        if let e = error as? ExitCode {
+            status = e == .validationFailure ? 2 : e.rawValue
+        } else {
+            status = parser == .success ? 0 : parser == .validationFailure ? 2 : exitStatus(for: error)
+        }
+        // Under a launcher every rank parses the same arguments: one message is enough.
+        if let r = Launcher.detect()?.rank, r != 0 { Foundation.exit(status) }
+        if parser == .success { exit(withError: error) }   // help or version text, status 0
+        if !(error is ExitCode) { note(parser == .validationFailure ? fullMessage(for: error) : "error: \(error)") }
+        Foundation.exit(status)
     }
 }

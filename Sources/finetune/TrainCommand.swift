@@ -21,35 +21,41 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Training data: JSON array or JSONL (instruction/input/output/answer, question/answer, text, input_ids/labels, CSQA).") var data: String
     @Option(help: "Validation data file.") var valData: String?
     @Option(help: "Output directory.") var output: String
-    @Option(help: "lora or ndlinear.") var adapterType: String = "ndlinear"
-    @Option(name: .customLong("r"), help: "LoRA rank.") var rank: Int = 8
+    // Adapter. The shape flags that --adapter-init overrides have no value unless given
+    // (their defaults are filled in by TrainConfig.resolve), so that giving one is refused.
+    @Option(help: "The adapter to train.") var adapterType: AdapterKind = TrainConfig.defaults.adapterType
+    @Option(name: .customLong("r"), help: "LoRA rank (default \(TrainConfig.Defaults.rank)).") var rank: Int?
     @Option(help: "LoRA lora_alpha (default 2r) or NdLinear α (default 1.0).") var alpha: Float?
-    @Option(help: "Dropout on the adapter input.") var dropout: Float = 0
+    @Option(help: "Dropout on the adapter input.") var dropout: Float = TrainConfig.defaults.dropout
     @Flag(help: "rsLoRA scaling alpha/√r.") var rslora = false
-    @Option(help: "NdLinear init: reference (both factors U(±1/√fan_in)) or zero (W0 = 0).") var ndlinearInit: String = "reference"
-    @Option(help: "Projections to adapt (q_proj,k_proj,... or all-linear).") var targetModules: String = "all-linear"
+    @Option(help: "NdLinear init: reference (both factors U(±1/√fan_in)) or zero (W0 = 0) (default \(TrainConfig.Defaults.ndlinearInit.rawValue)).")
+    var ndlinearInit: NdLinearInit?
+    @Option(help: "Projections to adapt (q_proj,k_proj,... or all-linear; default \(TrainConfig.Defaults.targetModules)).") var targetModules: String?
     @Option(help: "Layers to adapt, e.g. 0-3,7 (default all).") var layers: String?
-    @Option(help: "Start from an existing adapter's values (directory or .safetensors).") var adapterInit: String?
+    @Option(help: "Start from an existing adapter's values (directory or .safetensors); its files decide the modules, layers, rank and scaling.")
+    var adapterInit: String?
     @Option(help: "NdLinear α for --adapter-init files that carry none.") var adapterAlpha: Float?
-    @Option(help: "ndlinear, alpaca, llm-adapters, raw, chat (the model's own chat template) or auto.") var template: String = "auto"
-    @Option(help: "Truncate examples to this many tokens.") var maxLength: Int = 512
+    // Data.
+    @OptionGroup var templateOptions: TemplateOptions
     @Flag(help: "Train on the prompt tokens too.") var noMaskPrompt = false
     @Flag(help: "Pack several examples per sequence (attention stays within each).") var packing = false
+    // Optimisation.
     @Option(help: "Passes over the data (default 1).") var epochs: Int?
     @Option(help: "Optimizer steps (instead of --epochs).") var steps: Int?
-    @Option(help: "Sequences per micro-batch.") var batchSize: Int = 1
-    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = 1
+    @Option(help: "Sequences per micro-batch.") var batchSize: Int = TrainConfig.defaults.batchSize
+    @Option(help: "Micro-batches per optimizer step.") var gradAccum: Int = TrainConfig.defaults.gradAccum
     @Option(help: "Rows per optimizer step over all MPI ranks (default batch-size × grad-accum × ranks); each rank runs its share in micro-batches of --batch-size.") var globalBatch: Int?
-    @Option(help: "Peak learning rate.") var lr: Double = 1e-4
-    @Option(help: "Decoupled weight decay.") var weightDecay: Double = 0
-    @Option(help: "AdamW betas B1,B2.") var adamBetas: String = "0.9,0.999"
-    @Option(help: "AdamW epsilon.") var adamEps: Double = 1e-8
-    @Option(help: "constant, linear or cosine.") var schedule: String = "linear"
+    @Option(help: "Peak learning rate.") var lr: Double = TrainConfig.defaults.lr
+    @Option(help: "Decoupled weight decay.") var weightDecay: Double = TrainConfig.defaults.weightDecay
+    @Option(help: "AdamW betas B1,B2.") var adamBetas: String = TrainConfig.defaults.adamBetas.map { "\($0)" }.joined(separator: ",")
+    @Option(help: "AdamW epsilon.") var adamEps: Double = TrainConfig.defaults.adamEps
+    @Option(help: "Learning-rate schedule after the warmup.") var schedule: LRScheduleKind = TrainConfig.defaults.schedule
     @Option(help: "Warmup steps (lr is 0 at the first).") var warmupSteps: Int?
     @Option(help: "Warmup as a fraction of the steps.") var warmupRatio: Double?
-    @Option(help: "Clip the global gradient norm (0: off).") var maxGradNorm: Double = 1.0
-    @Option(help: "Seed for init, shuffling, splits and dropout.") var seed: UInt64 = 42
+    @Option(help: "Clip the global gradient norm (0: off).") var maxGradNorm: Double = TrainConfig.defaults.maxGradNorm
+    @Option(help: "Seed for init, shuffling, splits and dropout.") var seed: UInt64 = TrainConfig.defaults.seed
     @Flag(help: "Keep file order.") var noShuffle = false
+    // Validation, checkpoints, output.
     @Option(help: "Hold out this fraction of --data for validation.") var valSplit: Double?
     @Flag(help: "Recompute each layer's forward in backward (less memory, same gradients).") var checkpointing = false
     @Option(help: "Checkpoint every N steps.") var saveEvery: Int?
@@ -58,26 +64,23 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Stop after N validations without improvement.") var earlyStoppingPatience: Int?
     @Option(help: "Validate on at most N examples.") var valLimit: Int?
     @Option(help: "Continue from a checkpoint directory or a run's output directory.") var resume: String?
-    @Flag(help: "A malformed data record is fatal (default: skipped and counted).") var strict = false
-    @Option(help: "Without a terminal, print progress every N steps.") var logEvery: Int = 10
+    @Option(help: "Without a terminal, print progress every N steps.") var logEvery: Int = TrainConfig.defaults.logEvery
     @Flag(help: "Print a JSON summary on stdout.") var json = false
 
     func trainConfig() throws -> TrainConfig {
         var c = TrainConfig(model: modelOptions.model, data: data, output: output)
         c.valData = valData; c.adapterType = adapterType; c.r = rank; c.alpha = alpha; c.dropout = dropout
         c.rslora = rslora; c.ndlinearInit = ndlinearInit; c.targetModules = targetModules; c.layers = layers
-        c.adapterInit = adapterInit; c.adapterAlpha = adapterAlpha; c.template = template; c.maxLength = maxLength
+        c.adapterInit = adapterInit; c.adapterAlpha = adapterAlpha
+        c.template = templateOptions.template; c.maxLength = templateOptions.maxLength; c.strict = templateOptions.strict
         c.maskPrompt = !noMaskPrompt; c.packing = packing; c.epochs = epochs; c.steps = steps
         c.batchSize = batchSize; c.gradAccum = gradAccum; c.globalBatch = globalBatch; c.lr = lr; c.weightDecay = weightDecay
-        c.adamBetas = try adamBetas.split(separator: ",").map {
-            guard let v = Double($0.trimmingCharacters(in: .whitespaces)) else { throw InputError("--adam-betas '\(adamBetas)': expected B1,B2") }
-            return v
-        }
+        c.adamBetas = try parseDoubleList(adamBetas, flag: "--adam-betas")
         c.adamEps = adamEps; c.schedule = schedule; c.warmupSteps = warmupSteps; c.warmupRatio = warmupRatio
         c.maxGradNorm = maxGradNorm; c.seed = seed; c.shuffle = !noShuffle; c.valSplit = valSplit
         c.checkpointing = checkpointing; c.threads = modelOptions.threads; c.saveEvery = saveEvery; c.evalEvery = evalEvery
         c.keepCheckpoints = keepCheckpoints; c.earlyStoppingPatience = earlyStoppingPatience; c.valLimit = valLimit
-        c.resume = resume; c.strict = strict; c.logEvery = logEvery
+        c.resume = resume; c.logEvery = logEvery
         return c
     }
 
@@ -108,13 +111,13 @@ struct TrainCommand: ParsableCommand {
     func train(_ comm: any Communicator) throws {
         // Set-up failures on any rank stop every rank here, with one message.
         let trainer = try Distributed.agree(comm) { () throws -> Trainer in
-            let config = try trainConfig()
-            try config.validate()
+            // Every flag is checked before the model is loaded or the data read.
+            let plan = try trainConfig().resolve()
             let weights = try modelOptions.load()
             if comm.isRoot { note(CPU.summary) }
             let tokenizer = try modelOptions.tokenizer()
-            let chat = try modelOptions.chat(template: config.template, tokenizer: tokenizer)
-            return try Trainer(config: config, weights: weights, tokenizer: tokenizer, chat: chat, communicator: comm)
+            let chat = try modelOptions.path.chat(template: plan.config.template, tokenizer: tokenizer)
+            return try Trainer(plan: plan, weights: weights, tokenizer: tokenizer, chat: chat, communicator: comm)
         }
         let s = try trainer.run()
         guard comm.isRoot else { return }

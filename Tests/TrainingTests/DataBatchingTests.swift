@@ -32,13 +32,30 @@ struct DataBatchingTests {
     }
 
     @Test func greedyPackingKeepsOrder() throws {
-        #expect(try packGreedy(lengths: [4, 3, 2, 5, 1], maxLength: 7) == [[0, 1], [2, 3], [4]])
-        #expect(try packGreedy(lengths: [7, 7], maxLength: 7) == [[0], [1]])
-        #expect(throws: DataError.self) { try packGreedy(lengths: [8], maxLength: 7) }
+        #expect(try RowPacker(lengths: [4, 3, 2, 5, 1], packLength: 7).rows(in: Array(0..<5)) == [[0, 1], [2, 3], [4]])
+        #expect(try RowPacker(lengths: [7, 7], packLength: 7).rows(in: [0, 1]) == [[0], [1]])
+        #expect(throws: DataError.self) { try RowPacker(lengths: [8], packLength: 7) }
+        // Without packing, one example per row.
+        #expect(try RowPacker(lengths: [4, 3, 2], packLength: nil).rows(in: [2, 0, 1]) == [[2], [0], [1]])
+    }
+
+    /// The trainer's stream of rows: packing continues across an epoch boundary, and a stream
+    /// resumed from a saved position gives the same rows as one that never stopped.
+    @Test func packedRowsStreamAcrossEpochsAndResume() throws {
+        let packer = try RowPacker(lengths: [4, 3, 2, 5, 1], packLength: 7)
+        var straight = DataStream(count: 5, seed: 1, shuffle: false, epochs: 2)
+        let all = packer.nextRows(from: &straight, count: .max)
+        // Epoch 1 starts inside the row [4, 0].
+        #expect(all == [[0, 1], [2, 3], [4, 0], [1, 2], [3, 4]])
+        var first = DataStream(count: 5, seed: 1, shuffle: false, epochs: 2)
+        let head = packer.nextRows(from: &first, count: 2)
+        var resumed = DataStream(count: 5, seed: 1, shuffle: false, epochs: 2)
+        resumed.position = first.position
+        #expect(head + packer.nextRows(from: &resumed, count: .max) == all)
     }
 
     @Test func packedBatchKeepsExamplesApart() throws {
-        let groups = try packGreedy(lengths: [a, b, c].map(\.inputIds.count), maxLength: 7)
+        let groups = try RowPacker(lengths: [a, b, c].map(\.inputIds.count), packLength: 7).rows(in: [0, 1, 2])
         #expect(groups == [[0, 1], [2]])
         let ex = [a, b, c]
         let batch = try Batch.packed(groups.map { $0.map { ex[$0] } }, seqLen: 8, padId: 0)
@@ -66,18 +83,24 @@ struct DataBatchingTests {
         #expect(batch.targetCount == 2)
     }
 
+    /// Rows in a given order become batches as the trainer makes them (`Batch.make`).
     @Test func epochBatches() throws {
         let ex = [a, b, c]
-        let plain = try makeBatches(ex, order: [2, 0, 1], batchSize: 2, packing: false, maxLength: nil, padId: 0)
+        func batches(_ order: [Int], size: Int, pack: Int?) throws -> [Batch] {
+            let rows = try RowPacker(lengths: ex.map(\.inputIds.count), packLength: pack).rows(in: order)
+            return try stride(from: 0, to: rows.count, by: size).map {
+                try Batch.make(rows[$0..<min($0 + size, rows.count)].map { $0.map { ex[$0] } }, packed: pack != nil, padId: 0)
+            }
+        }
+        let plain = try batches([2, 0, 1], size: 2, pack: nil)
         #expect(plain.count == 2)
         #expect(plain[0] == (try Batch.padded([c, a], padId: 0)))
         #expect(plain[1] == (try Batch.padded([b], padId: 0)))
-        let packed = try makeBatches(ex, order: [0, 1, 2], batchSize: 1, packing: true, maxLength: 7, padId: 0)
+        let packed = try batches([0, 1, 2], size: 1, pack: 7)
         #expect(packed.count == 2)
         #expect(packed[0] == (try Batch.packed([[a, b]], padId: 0)))
         #expect(packed[1].inputIds == [1, 31] && packed[1].isPacked)
-        #expect(throws: DataError.self) { try makeBatches(ex, order: [3], batchSize: 1, packing: false, maxLength: nil, padId: 0) }
-        #expect(throws: DataError.self) { try makeBatches(ex, order: [0], batchSize: 1, packing: true, maxLength: nil, padId: 0) }
+        #expect(throws: DataError.self) { try RowPacker(lengths: [4], packLength: 0) }
     }
 
     @Test func badBatchArguments() throws {

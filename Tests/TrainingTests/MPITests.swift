@@ -8,30 +8,20 @@ import TestSupport
 /// Data-parallel training over MPI (issue 11): `mpirun -np N finetune train` equals one process
 /// with the same global batch, failures stop every rank with one message naming the rank, and
 /// a checkpoint of an N-rank run resumes on any number of ranks. Runs the built `finetune`
-/// under `mpirun --allow-run-as-root --oversubscribe`; skipped (with a message) when `mpirun`
-/// is not on PATH. Serialized: each case already runs 2–4 processes on a small machine.
+/// under `mpirun --allow-run-as-root --oversubscribe`; the tests that launch it are skipped
+/// (`.requires(Assets.mpirun)`, with the reason) when `mpirun` is not on PATH. Serialized: each
+/// case already runs 2–4 processes on a small machine.
 @Suite(.serialized) struct MPITests {
     typealias Kind = TrainerTests.Kind
 
-    static let mpirun: URL? = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { URL(fileURLWithPath: String($0)).appendingPathComponent("mpirun") }
-            .first { FileManager.default.isExecutableFile(atPath: $0.path) }
-    }()
-
-    /// `mpirun` and `finetune`, or nil with a visible SKIP line when MPI is not installed.
-    static func tools(_ function: String = #function) -> (mpirun: URL, finetune: URL)? {
-        guard let exe = finetuneExecutable() else { Issue.record("finetune executable not built"); return nil }
-        guard let m = mpirun else {
-            FileHandle.standardError.write(Data("SKIP MPITests.\(function): mpirun is not on PATH (apt-get install openmpi-bin libopenmpi-dev)\n".utf8))
-            return nil
-        }
-        return (m, exe)
+    /// `mpirun` and `finetune` (a test calling this carries `.requires(Assets.mpirun)`).
+    static func tools() throws -> (mpirun: URL, finetune: URL) {
+        (try Assets.mpirun.url(), try #require(finetuneExecutable(), "finetune executable not built"))
     }
 
     /// Runs `finetune args` as `ranks` MPI processes; `env` is exported to every rank.
-    static func mpi(_ ranks: Int, _ args: [String], env: [String: String] = [:]) throws -> (status: Int32, out: String, err: String)? {
-        guard let t = tools() else { return nil }
+    static func mpi(_ ranks: Int, _ args: [String], env: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+        let t = try tools()
         var a = ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)"]
         for k in env.keys.sorted() { a += ["-x", k] }
         return try runProcess(t.mpirun, a + [t.finetune.path] + args, environment: env)
@@ -53,12 +43,12 @@ import TestSupport
 
     /// 2 ranks reproduce the single-process 6-step trajectory and final adapter within the
     /// fixture tolerances; rank 0 alone writes the outputs and prints progress.
-    @Test(arguments: TrainerTests.cases)
+    @Test(.requires(Assets.mpirun), arguments: TrainerTests.cases)
     func twoRanksReproduceTrajectory(_ f: FixtureModel, _ k: Kind) throws {
         let out = try temporaryDirectory("mpi-traj")
         defer { try? FileManager.default.removeItem(at: out) }
         let run = out.appendingPathComponent("run")
-        guard let r = try Self.mpi(2, Self.fixtureArgs(f, k, data: try f.batchJSONL(), output: run)) else { return }
+        let r = try Self.mpi(2, Self.fixtureArgs(f, k, data: try f.batchJSONL(), output: run))
         #expect(r.status == 0, "\(r.err)")
         #expect(r.err.components(separatedBy: "training \(k.rawValue) (").count == 2, "one progress header (rank 0 only): \(r.err)")
         #expect(r.err.contains("on 2 ranks (global batch 2 rows)"))
@@ -90,8 +80,8 @@ import TestSupport
     /// GSM8K-style text through the real tokenizer, shuffled, with dropout and a validation set
     /// (3 examples over 4 ranks: one rank scores none): 4 ranks × 2 rows equal 1 rank × 2 rows
     /// × 4 accumulation steps for 20 steps, per-step and validation losses within 1e-4.
-    @Test func fourRanksEqualOneRankWithTheSameGlobalBatch() throws {
-        guard Self.tools() != nil, let exe = finetuneExecutable() else { return }
+    @Test(.requires(Assets.mpirun)) func fourRanksEqualOneRankWithTheSameGlobalBatch() throws {
+        let exe = try Self.tools().finetune
         let data = TestPaths.fixtures.appendingPathComponent("data")
         let out = try temporaryDirectory("mpi-4")
         defer { try? FileManager.default.removeItem(at: out) }
@@ -103,7 +93,7 @@ import TestSupport
                     "--dropout", "0.1", "--eval-every", "10", "--batch-size", "2", "--log-every", "50"]
         let a = try runProcess(exe, args + ["--grad-accum", "4", "--output", one.path])
         #expect(a.status == 0, "\(a.err)")
-        guard let b = try Self.mpi(4, args + ["--output", four.path]) else { return }
+        let b = try Self.mpi(4, args + ["--output", four.path])
         #expect(b.status == 0, "\(b.err)")
         let ma = try TrainerTests.metrics(one), mb = try TrainerTests.metrics(four)
         let la = ma.compactMap { $0["loss"]?.double }, lb = mb.compactMap { $0["loss"]?.double }
@@ -123,8 +113,8 @@ import TestSupport
     /// Rank 1 is SIGKILLed during step 4 of a 2-rank run that checkpoints every 3 steps: the job
     /// exits non-zero naming rank 1, the step-3 checkpoint is intact, and `--resume` with ONE
     /// rank (same global batch) ends where an uninterrupted 1-rank run ends.
-    @Test func killedRankThenResumeWithOneRank() throws {
-        guard Self.tools() != nil, let exe = finetuneExecutable() else { return }
+    @Test(.requires(Assets.mpirun)) func killedRankThenResumeWithOneRank() throws {
+        let exe = try Self.tools().finetune
         let f = FixtureModel.qwen2Tiny
         let data = try f.batchJSONL()
         let out = try temporaryDirectory("mpi-kill")
@@ -139,7 +129,7 @@ import TestSupport
         }
         let s = try runProcess(exe, with(straight) + ["--global-batch", "2"])
         #expect(s.status == 0, "\(s.err)")
-        guard let crash = try Self.mpi(2, with(killed) + ["--batch-size", "1"], env: ["FINETUNE_FAULT": "sigkill-at-step:4@1"]) else { return }
+        let crash = try Self.mpi(2, with(killed) + ["--batch-size", "1"], env: ["FINETUNE_FAULT": "sigkill-at-step:4@1"])
         #expect(crash.status != 0)
         #expect(crash.err.contains("rank 1"), "the message names the dead rank: \(crash.err)")
         #expect(try TrainerTests.metrics(killed).compactMap { $0["step"]?.int }.max() == 3)
@@ -163,14 +153,14 @@ import TestSupport
 
     /// A global batch smaller than the ranks, or data that differ between ranks, stop every
     /// rank before the first step with one message naming the rank; nothing is written.
-    @Test func emptyOrMismatchedShardStopsEveryRankWithOneMessage() throws {
+    @Test(.requires(Assets.mpirun)) func emptyOrMismatchedShardStopsEveryRankWithOneMessage() throws {
         let f = FixtureModel.llamaTiny
         let data = try f.batchJSONL()
         let out = try temporaryDirectory("mpi-shard")
         defer { try? FileManager.default.removeItem(at: out) }
         let base = ["train", "--model", f.directory.path, "--adapter-type", "lora", "--r", "4", "--steps", "2"]
-        guard let r = try Self.mpi(2, base + ["--data", data.path, "--global-batch", "1", "--output", out.appendingPathComponent("a").path]) else { return }
-        #expect(r.status == 1, "\(r.err)")
+        let r = try Self.mpi(2, base + ["--data", data.path, "--global-batch", "1", "--output", out.appendingPathComponent("a").path])
+        #expect(r.status == 2, "bad input (CLI.md exit status): \(r.err)")
         #expect(r.err.components(separatedBy: "error: ").count == 2, "one message: \(r.err)")
         #expect(r.err.contains("error: rank 0: a global batch of 1 rows over 2 ranks leaves rank 1 without data"), "\(r.err)")
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("a/metrics.jsonl").path))
@@ -178,11 +168,11 @@ import TestSupport
         // MPMD: rank 1 reads a different file (as a host with a stale copy would).
         let other = out.appendingPathComponent("other.jsonl")
         try String(try String(contentsOf: data, encoding: .utf8).split(separator: "\n")[0] + "\n").write(to: other, atomically: true, encoding: .utf8)
-        guard let t = Self.tools() else { return }
+        let t = try Self.tools()
         let o = out.appendingPathComponent("b").path
         let m = try runProcess(t.mpirun, ["--allow-run-as-root", "--oversubscribe", "-np", "1", t.finetune.path] + base + ["--data", data.path, "--output", o]
                                + [":", "-np", "1", t.finetune.path] + base + ["--data", other.path, "--output", o])
-        #expect(m.status == 1, "\(m.err)")
+        #expect(m.status == 2, "bad input (CLI.md exit status): \(m.err)")
         #expect(m.err.components(separatedBy: "error: ").count == 2, "one message: \(m.err)")
         #expect(m.err.contains("error: rank 1: the tokenized training/validation data on this rank differ from rank 0's"), "\(m.err)")
     }

@@ -22,12 +22,12 @@ import TestSupport
     /// eps 1e-8, weight decay 0.01, linear schedule with 2 warmup steps, clip 1.0, batch 2.
     static func fixtureConfig(_ f: FixtureModel, _ k: Kind, data: URL, output: URL) -> TrainConfig {
         var c = TrainConfig(model: f.directory.path, data: data.path, output: output.path)
-        c.adapterType = k.rawValue
+        c.adapterType = AdapterKind(rawValue: k.rawValue)!
         c.r = 4
         c.alpha = k == .lora ? 8 : 2
         c.adapterInit = f.directory.appendingPathComponent("train/\(k.rawValue)_start.safetensors").path
         c.steps = 6; c.batchSize = 2; c.lr = 1e-2; c.weightDecay = 0.01; c.adamBetas = [0.9, 0.999]; c.adamEps = 1e-8
-        c.schedule = "linear"; c.warmupSteps = 2; c.maxGradNorm = 1; c.shuffle = false
+        c.schedule = .linear; c.warmupSteps = 2; c.maxGradNorm = 1; c.shuffle = false
         return c
     }
 

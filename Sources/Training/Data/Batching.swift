@@ -48,7 +48,13 @@ public struct Batch: Sendable, Equatable {
         try packed(examples.map { [$0] }, seqLen: nil, padId: padId, padToMultipleOf: padToMultipleOf, markPacked: false)
     }
 
-    /// Builds a batch whose row `r` is the concatenation of `rows[r]` (from `packGreedy`), padded
+    /// One example per row (`padded`) or several (`packed`): how the trainer turns the rows of
+    /// a `RowPacker` into a batch.
+    public static func make(_ rows: [[TokenizedExample]], packed isPacked: Bool, padId: Int) throws -> Batch {
+        isPacked ? try packed(rows, padId: padId) : try padded(rows.map { $0[0] }, padId: padId)
+    }
+
+    /// Builds a batch whose row `r` is the concatenation of `rows[r]` (from `RowPacker`), padded
     /// on the right to `seqLen` (default: the longest row). In every packed example the label of
     /// its first token is set to -100, so that the last token of one example is never trained
     /// to predict the first token of the next (transformers' `DataCollatorWithFlattening` does
@@ -108,60 +114,81 @@ public struct Batch: Sendable, Equatable {
 
 // MARK: - Packing
 
-/// Groups consecutive examples (in the given order, so a shuffle is respected) into rows of at
-/// most `maxLength` tokens: an example goes into the current row if it fits, else it starts a
-/// new row. Returns the example indices of each row.
-/// - Throws: `invalidArgument` if an example is longer than `maxLength` (truncate first).
-public func packGreedy(lengths: [Int], maxLength: Int) throws -> [[Int]] {
-    guard maxLength >= 1 else { throw DataError.invalidArgument("maxLength must be >= 1") }
-    var rows: [[Int]] = []
-    var current: [Int] = []
-    var used = 0
-    for (i, n) in lengths.enumerated() {
-        guard n <= maxLength else {
-            throw DataError.invalidArgument("example \(i) has \(n) tokens, more than the packing length \(maxLength)")
-        }
-        if used + n > maxLength, !current.isEmpty {
-            rows.append(current)
-            current = []
-            used = 0
-        }
-        current.append(i)
-        used += n
-    }
-    if !current.isEmpty { rows.append(current) }
-    return rows
+/// Example indices in training order, handed out one at a time; `peek` shows the next one
+/// without taking it (the packer must know whether it fits before taking it).
+public protocol ExampleOrder {
+    mutating func peek() -> Int?
+    mutating func advance()
 }
 
-/// Splits a data set into batches for one epoch: the examples are taken in `order` (e.g.
-/// `epochOrder(count:seed:epoch:)`, or `0..<n` without shuffling); unpacked, each batch holds
-/// `batchSize` examples, one per row; with `packing`, consecutive examples are first packed into
-/// rows of at most `maxLength` tokens (`packGreedy`) and each batch holds `batchSize` rows.
-/// Rows are padded to the longest row of their batch. The last batch may be smaller.
-/// Deterministic: batch `k` of an epoch is the same on every run, so a checkpoint only needs the
-/// epoch and the batch index to resume.
-public func makeBatches(_ examples: [TokenizedExample], order: [Int], batchSize: Int, packing: Bool,
-                        maxLength: Int?, padId: Int) throws -> [Batch] {
-    guard batchSize >= 1 else { throw DataError.invalidArgument("batchSize must be >= 1, got \(batchSize)") }
-    if let bad = order.first(where: { $0 < 0 || $0 >= examples.count }) {
-        throw DataError.invalidArgument("order holds index \(bad) outside 0..<\(examples.count)")
+public extension ExampleOrder {
+    mutating func next() -> Int? {
+        guard let i = peek() else { return nil }
+        advance()
+        return i
     }
-    let ordered = order.map { examples[$0] }
-    var rows: [[TokenizedExample]]
-    if packing {
-        guard let maxLength else { throw DataError.invalidArgument("packing needs a maximum length") }
-        rows = try packGreedy(lengths: ordered.map(\.inputIds.count), maxLength: maxLength).map { $0.map { ordered[$0] } }
-    } else {
-        rows = ordered.map { [$0] }
+}
+
+/// A finite order: one epoch's `epochOrder(count:seed:epoch:)`, or `0..<n` without shuffling.
+/// (The trainer's endless, resumable order over many epochs is `DataStream`.)
+public struct IndexOrder: ExampleOrder, Sendable {
+    public let indices: [Int]
+    public private(set) var position = 0
+    public init(_ indices: [Int]) { self.indices = indices }
+    public func peek() -> Int? { position < indices.count ? indices[position] : nil }
+    public mutating func advance() { position += 1 }
+}
+
+/// Turns an order of examples into rows: one example per row, or with packing consecutive
+/// examples (in the given order, so a shuffle is respected) greedily packed into rows of at most
+/// `packLength` tokens: the next example joins the current row if it fits, else it starts a new
+/// row. A row depends only on the order, never on how rows are grouped into batches or on how
+/// many are asked for at once, so a resumed stream continues with the same rows.
+public struct RowPacker: Sendable {
+    public let lengths: [Int]
+    /// Tokens a packed row may hold; nil = no packing.
+    public let packLength: Int?
+
+    /// - Throws: `invalidArgument` if `packLength` < 1 or an example is longer than it
+    ///   (truncate first, as `prepareExamples` does to `maxLength`).
+    public init(lengths: [Int], packLength: Int?) throws {
+        if let m = packLength {
+            guard m >= 1 else { throw DataError.invalidArgument("the packing length must be >= 1, got \(m)") }
+            if let i = lengths.firstIndex(where: { $0 > m }) {
+                throw DataError.invalidArgument("example \(i) has \(lengths[i]) tokens, more than the packing length \(m)")
+            }
+        }
+        self.lengths = lengths
+        self.packLength = packLength
     }
-    var batches: [Batch] = []
-    var start = 0
-    while start < rows.count {
-        let chunk = Array(rows[start..<min(start + batchSize, rows.count)])
-        batches.append(packing ? try Batch.packed(chunk, padId: padId) : try Batch.padded(chunk.map { $0[0] }, padId: padId))
-        start += batchSize
+
+    /// The example indices of the next row, or nil when the order is exhausted.
+    public func nextRow<O: ExampleOrder>(from order: inout O) -> [Int]? {
+        guard let first = order.next() else { return nil }
+        var row = [first]
+        if let m = packLength {
+            var used = lengths[first]
+            while let i = order.peek(), used + lengths[i] <= m {
+                row.append(i)
+                used += lengths[i]
+                order.advance()
+            }
+        }
+        return row
     }
-    return batches
+
+    /// The next `count` rows (fewer when the order ends).
+    public func nextRows<O: ExampleOrder>(from order: inout O, count: Int) -> [[Int]] {
+        var rows: [[Int]] = []
+        while rows.count < count, let row = nextRow(from: &order) { rows.append(row) }
+        return rows
+    }
+
+    /// Every row of a finite order (indices into `lengths`).
+    public func rows(in order: [Int]) -> [[Int]] {
+        var o = IndexOrder(order)
+        return nextRows(from: &o, count: .max)
+    }
 }
 
 /// The id used for padding: the tokenizer's pad token, else 0 (padding is masked out of

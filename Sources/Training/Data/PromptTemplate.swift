@@ -77,8 +77,7 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
 
     /// Parses a template name (case-insensitive; `_` and `-` are interchangeable).
     public init(name: String) throws {
-        let key = name.lowercased().replacingOccurrences(of: "_", with: "-")
-        guard let t = PromptTemplate(rawValue: key) else { throw DataError.unknownTemplate(name) }
+        guard let t = PromptTemplate.named(name) else { throw DataError.unknownTemplate(name) }
         self = t
     }
 

@@ -126,8 +126,8 @@ public enum Distributed {
 
     static func detect(_ env: [String: String]) -> Launcher? { Launcher.detect(env) }
 
-    /// The exit status `finetune` uses for an error (as the CLI's error reporting does):
-    /// 130 for an interrupt, 1 for a failed run, 2 for bad input.
+    /// The exit status `finetune` uses for an error (`exitStatus(for:)`, as the CLI's error
+    /// reporting does), and the status a failed rank passed on.
     public static func status(for error: Error) -> Int32 {
         switch error {
         case let e as DistributedError:
@@ -135,10 +135,7 @@ public enum Distributed {
             case .cannotJoin: return 2
             case let .peerFailed(_, s), let .failedHere(_, _, s): return s
             }
-        case let e as TrainingError:
-            if case .interrupted = e { return 130 }
-            return 1
-        default: return 2
+        default: return exitStatus(for: error)
         }
     }
 
@@ -161,10 +158,13 @@ public enum Distributed {
         let fp = fingerprint ?? 0
         buf[me + 1] = Double(fp >> 32); buf[me + 2] = Double(fp & 0xFFFF_FFFF)
         comm.allReduceSum(buf, count: n)
+        // Every rank judges every rank's fingerprint, so the status of a mismatch must not
+        // depend on who judges it.
+        let mismatchError = mismatch?() ?? TrainingError.data("rank \(comm.rank)'s inputs differ from rank 0's")
+        let mismatchStatus = status(for: mismatchError)
         if case .success = result, fingerprint != nil, buf[me + 1] != buf[1] || buf[me + 2] != buf[2] {
-            let e = mismatch?() ?? TrainingError.data("rank \(comm.rank)'s inputs differ from rank 0's")
-            result = .failure(e)
-            buf[me] = Double(status(for: e))
+            result = .failure(mismatchError)
+            buf[me] = Double(mismatchStatus)
         }
         // Every rank sees the same statuses; fingerprint mismatches are judged locally, so
         // recompute who failed from what everyone can see.
@@ -172,7 +172,7 @@ public enum Distributed {
         for r in 0..<comm.size {
             let st = Int32(buf[r * 3])
             let differs = fingerprint != nil && (buf[r * 3 + 1] != buf[1] || buf[r * 3 + 2] != buf[2])
-            if st != 0 { failed.append((r, st)) } else if differs { failed.append((r, 1)) }
+            if st != 0 { failed.append((r, st)) } else if differs { failed.append((r, mismatchStatus)) }
         }
         guard let first = failed.first else { return try result.get() }
         if first.rank == comm.rank, case let .failure(e) = result {

@@ -60,6 +60,18 @@ enum Checkpoints {
 extension Trainer {
     func latestCheckpoint() -> URL? { Checkpoints.list(outputDir).last?.url }
 
+    /// Writes the adapter (PEFT LoRA, or LoKr for NdLinear-LoRA) with what it was trained from.
+    func saveAdapter(to dir: URL) throws {
+        var extra: [String: Any] = ["finetune_adapter_type": adapters.kind!.rawValue]
+        if adapters.kind == .ndlinear {
+            switch plan.adapter {
+            case let .fresh(spec): extra["ndlinear_init"] = spec.ndlinearInit.rawValue
+            case let .initialValues(path, _, _): extra["ndlinear_init"] = "from \(path)"
+            }
+        }
+        try AdapterIO.save(adapters, format: AdapterIO.defaultFormat(for: adapters), to: dir, baseModel: config.model, extra: extra)
+    }
+
     /// Writes `checkpoints/step-N` atomically and prunes old ones (`--keep-checkpoints`),
     /// never the best-by-validation one. Only rank 0 writes (every rank holds the same state).
     @discardableResult
@@ -80,7 +92,7 @@ extension Trainer {
             entries.append(SafetensorsEntry(name: "v.\(i)", shape: p.shape, floats: v[i]))
         }
         try SafetensorsWriter.write(entries, to: tmp.appendingPathComponent("optimizer.safetensors"))
-        if faultFires("sigkill-in-checkpoint") { kill(getpid(), SIGKILL) }
+        fault?.fire(.inCheckpoint, step: step, rank: comm.rank)
         let state = TrainerState(step: step, position: stream.position, optimizer_step: optimizer.step, total_steps: totalSteps,
                                  seed: config.seed, best_val_loss: bestVal?.loss, best_step: bestVal?.step, bad_evals: badEvals,
                                  rng: "data order = f(seed, epoch); dropout masks = f(seed, step, global micro-batch index)",
@@ -91,7 +103,7 @@ extension Trainer {
         try AtomicFile.write("step \(step)\n", to: tmp.appendingPathComponent(Checkpoints.marker))
         if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
         guard rename(tmp.path, final.path) == 0 else {
-            throw TrainingError.checkpoint("cannot move \(tmp.path) to \(final.path): \(String(cString: strerror(errno)))")
+            throw TrainingError.system("checkpoint: cannot move \(tmp.path) to \(final.path): \(String(cString: strerror(errno)))")
         }
         // Make the rename durable.
         let fd = open(root.path, O_RDONLY)

@@ -11,8 +11,9 @@ public struct DataPosition: Codable, Sendable, Equatable {
     public init() {}
 }
 
-/// An endless (steps mode) or bounded (epochs mode) stream of example indices.
-struct DataStream {
+/// An endless (steps mode) or bounded (epochs mode) stream of example indices, epoch after
+/// epoch; resumable from a `DataPosition`. `RowPacker` turns it into rows.
+struct DataStream: ExampleOrder {
     let count: Int
     let seed: UInt64
     let shuffle: Bool
@@ -47,11 +48,5 @@ struct DataStream {
         position.consumed += 1
         position.offset += 1
         if position.offset == count { position.epoch += 1; position.offset = 0 }
-    }
-
-    mutating func next() -> Int? {
-        guard let i = peek() else { return nil }
-        advance()
-        return i
     }
 }

@@ -1,0 +1,88 @@
+import Foundation
+import LLMCore
+
+// MARK: - Rows of metrics.jsonl
+
+/// One optimizer step's numbers (a metrics.jsonl row).
+public struct StepMetrics: Codable, Sendable {
+    public var step: Int
+    public var loss: Double
+    public var lr: Double
+    public var grad_norm: Double
+    /// Target tokens of the step (the loss's denominator) and all real tokens processed.
+    public var target_tokens: Int
+    public var tokens: Int
+    public var tokens_per_s: Double
+    public var elapsed_s: Double
+    public var epoch: Double
+}
+
+public struct ValidationMetrics: Codable, Sendable {
+    public var step: Int
+    public var val_loss: Double
+    public var val_ppl: Double
+    public var val_tokens: Int
+
+    init(step: Int, loss: Double, tokens: Int) {
+        self.step = step; val_loss = loss; val_ppl = exp(loss); val_tokens = tokens
+    }
+}
+
+/// What a finished run reports.
+public struct TrainSummary: Sendable {
+    public var steps: Int
+    public var finalLoss: Double?
+    public var valLossBefore: Double?
+    public var valLossAfter: Double?
+    public var bestValLoss: Double?
+    public var bestStep: Int?
+    public var wallSeconds: Double
+    public var tokensPerSecond: Double
+    public var adapterDirectory: URL
+    public var stoppedEarly: Bool
+}
+
+/// Appends JSON rows to metrics.jsonl, flushed per row so a crash loses nothing written.
+final class MetricsWriter {
+    let handle: FileHandle
+    init(url: URL) throws {
+        if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+        handle = try FileHandle(forWritingTo: url)
+        try handle.seekToEnd()
+    }
+    deinit { try? handle.close() }
+    func append<T: Encodable>(_ row: T) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        try handle.write(contentsOf: try enc.encode(row) + Data("\n".utf8))
+    }
+}
+
+// MARK: - run.json
+
+extension Trainer {
+    /// `run.json`: the resolved configuration and what followed from it (steps, examples,
+    /// parameters, ranks, the CPU and kernels).
+    func writeRunJSON() throws {
+        struct Run: Encodable {
+            let config: TrainConfig
+            let resolved: Resolved
+            struct Resolved: Encodable {
+                let total_steps: Int, warmup_steps: Int, train_examples: Int, validation_examples: Int
+                let trainable_parameters: Int, adapter_modules: Int, threads: Int, base_dtype: String
+                let ranks: Int, global_batch: Int
+                /// The CPU, the ISA level and the GEMM library this run used.
+                let cpu: CPUReport
+            }
+        }
+        let run = Run(config: config, resolved: .init(
+            total_steps: totalSteps, warmup_steps: schedule.warmupSteps, train_examples: data.train.count,
+            validation_examples: data.val.count, trainable_parameters: adapters.parameterCount, adapter_modules: adapters.adapters.count,
+            threads: BLAS.threads, base_dtype: model.weights.storageDType.torchName, ranks: comm.size, global_batch: globalBatch,
+            cpu: CPU.report))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        enc.keyEncodingStrategy = .convertToSnakeCase
+        try AtomicFile.write(try enc.encode(run), to: outputDir.appendingPathComponent("run.json"))
+    }
+}

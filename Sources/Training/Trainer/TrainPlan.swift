@@ -1,0 +1,140 @@
+import Adapters
+import Foundation
+import LLMCore
+
+/// A training configuration resolved before any data is read or any model is loaded
+/// (`TrainConfig.resolve()`): every value checked that can be checked without them, the
+/// defaults filled in, the target selection parsed and the adapter's source decided.
+public struct TrainPlan: Sendable {
+    /// Where the trained adapter starts.
+    public enum AdapterSource: Sendable {
+        /// New adapters of this spec.
+        case fresh(AdapterSpec)
+        /// The values of an existing adapter (`--adapter-init`); its files decide the modules,
+        /// layers, rank and scaling; the α values are for files that carry none.
+        case initialValues(path: String, ndlinearAlpha: Float, loraAlpha: Float)
+    }
+
+    /// The configuration with its defaults filled in (what `run.json` records; not to be
+    /// resolved again: with `adapterInit` its filled-in shape fields would count as given).
+    public let config: TrainConfig
+    public let adapter: AdapterSource
+
+    /// Checks what needs the model's config but neither its weights nor the data: the layers
+    /// asked for exist, and a global batch has a row for every rank.
+    public func check(model: ModelConfig, ranks: Int) throws {
+        if case let .fresh(spec) = adapter { try spec.targets.validate(for: model) }
+        let global = config.globalBatch(ranks: ranks)
+        guard ranks <= 1 || global >= ranks else {
+            throw TrainingError.invalidOption("a global batch of \(global) rows over \(ranks) ranks leaves rank \(global) without data: "
+                + "use --global-batch ≥ \(ranks) (or a larger --batch-size/--grad-accum) or fewer ranks")
+        }
+    }
+
+    /// The adapters the run trains, on `model`'s projections.
+    public func makeAdapters(model: ModelConfig) throws -> AdapterSet {
+        let set: AdapterSet
+        switch adapter {
+        case let .fresh(spec):
+            set = try AdapterSet.create(spec: spec, config: model, seed: config.seed)
+        case let .initialValues(path, ndlinearAlpha, loraAlpha):
+            set = try AdapterIO.load(URL(fileURLWithPath: path), config: model, ndlinearAlpha: ndlinearAlpha, loraAlpha: loraAlpha)
+            guard set.kind == config.adapterType else {
+                throw TrainingError.invalidOption("--adapter-init \(path) holds a \(set.kind?.rawValue ?? "?") adapter but --adapter-type is \(config.adapterType.rawValue)")
+            }
+            for a in set.adapters { a.dropout = config.dropout }
+        }
+        set.baseModelName = config.model
+        return set
+    }
+}
+
+extension TrainConfig {
+    /// Checks everything that can be checked before the data are read and the model is loaded,
+    /// each error naming its flag (bad input), and fills in the defaults. With `adapterInit`,
+    /// the adapter-shape flags its files override are refused when given (`--target-modules`,
+    /// `--layers`, `--ndlinear-init`, `--rslora`, and `--r` unless the adapter is a bare
+    /// `.safetensors` file, whose LoRA α defaults to 2·r).
+    public func resolve() throws -> TrainPlan {
+        try checkValues()
+        var c = self
+        c.r = r ?? Defaults.rank
+        c.targetModules = targetModules ?? Defaults.targetModules
+        c.ndlinearInit = ndlinearInit ?? Defaults.ndlinearInit
+        let rank = c.r!
+        let adapter: TrainPlan.AdapterSource
+        if let path = adapterInit {
+            try checkOverridden(by: path)
+            adapter = .initialValues(path: path, ndlinearAlpha: alpha ?? adapterAlpha ?? AdapterKind.ndlinear.defaultAlpha(rank: rank),
+                                     loraAlpha: alpha ?? AdapterKind.lora.defaultAlpha(rank: rank))
+        } else {
+            let targets = try TargetSelection.parse(modules: c.targetModules, layers: layers)
+            adapter = .fresh(AdapterSpec(kind: adapterType, targets: targets, rank: rank, alpha: alpha ?? adapterType.defaultAlpha(rank: rank),
+                                         dropout: dropout, useRSLoRA: rslora, ndlinearInit: c.ndlinearInit!))
+        }
+        try checkInputsExist()
+        return TrainPlan(config: c, adapter: adapter)
+    }
+
+    /// Values a user can get wrong, naming the flag.
+    func checkValues() throws {
+        func bad(_ s: String) -> TrainingError { .invalidOption(s) }
+        if let r, r <= 0 { throw bad("--r \(r): must be positive") }
+        guard maxLength > 1 else { throw bad("--max-length \(maxLength): must be at least 2") }
+        guard batchSize > 0, gradAccum > 0 else { throw bad("--batch-size and --grad-accum must be positive") }
+        if let g = globalBatch {
+            guard g > 0 else { throw bad("--global-batch \(g): must be positive") }
+            guard gradAccum == 1 else { throw bad("give --global-batch or --grad-accum, not both (with --global-batch the accumulation follows from --batch-size and the number of ranks)") }
+        }
+        guard lr >= 0, lr.isFinite else { throw bad("--lr \(lr): must be a finite number ≥ 0") }
+        guard adamBetas.count == 2, adamBetas.allSatisfy({ $0 >= 0 && $0 < 1 }) else { throw bad("--adam-betas: expected two numbers in [0, 1), e.g. 0.9,0.999") }
+        guard adamEps > 0 else { throw bad("--adam-eps must be positive") }
+        guard dropout >= 0, dropout < 1 else { throw bad("--dropout \(dropout): expected 0 ≤ p < 1") }
+        guard maxGradNorm >= 0 else { throw bad("--max-grad-norm must be ≥ 0 (0 disables clipping)") }
+        if epochs != nil, steps != nil { throw bad("give --epochs or --steps, not both") }
+        if let e = epochs, e <= 0 { throw bad("--epochs must be positive") }
+        if let s = steps, s <= 0 { throw bad("--steps must be positive") }
+        if warmupSteps != nil, warmupRatio != nil { throw bad("give --warmup-steps or --warmup-ratio, not both") }
+        if let w = warmupSteps, w < 0 { throw bad("--warmup-steps must be ≥ 0") }
+        if let w = warmupRatio, !(0...1).contains(w) { throw bad("--warmup-ratio \(w): expected a fraction in [0, 1]") }
+        if let v = valSplit, !(v > 0 && v < 1) { throw bad("--val-split \(v): expected a fraction in (0, 1)") }
+        if valSplit != nil, valData != nil { throw bad("give --val-data or --val-split, not both") }
+        if let v = valLimit, v < 1 { throw bad("--val-limit must be ≥ 1") }
+        if let k = keepCheckpoints, k < 1 { throw bad("--keep-checkpoints must be ≥ 1") }
+        if let s = saveEvery, s < 1 { throw bad("--save-every must be ≥ 1") }
+        if let s = evalEvery, s < 1 { throw bad("--eval-every must be ≥ 1") }
+        if let p = earlyStoppingPatience, p < 1 { throw bad("--early-stopping-patience must be ≥ 1") }
+        guard logEvery >= 1 else { throw bad("--log-every must be ≥ 1") }
+    }
+
+    /// With `--adapter-init`, the flags its files override: refused when given, rather than
+    /// silently ignored. (`--adapter-type` is checked against the files; `--alpha` and
+    /// `--adapter-alpha` are the α of files that carry none; `--dropout` applies.)
+    func checkOverridden(by path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw TrainingError.invalidOption("--adapter-init \(path): no such adapter directory or .safetensors file")
+        }
+        var given: [String] = []
+        if targetModules != nil { given.append("--target-modules") }
+        if layers != nil { given.append("--layers") }
+        if ndlinearInit != nil { given.append("--ndlinear-init") }
+        if rslora { given.append("--rslora") }
+        if r != nil, isDir.boolValue { given.append("--r") }
+        guard given.isEmpty else {
+            throw TrainingError.invalidOption("\(given.joined(separator: ", ")) cannot be given with --adapter-init \(path): "
+                + "its files decide the adapted modules, layers, rank and scaling")
+        }
+    }
+
+    /// The input files exist (read later, after the model is loaded).
+    func checkInputsExist() throws {
+        for (flag, path) in [("--data", data), ("--val-data", valData)] {
+            guard let path else { continue }
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+                throw TrainingError.invalidOption("\(flag) \(path): no such file")
+            }
+        }
+    }
+}
