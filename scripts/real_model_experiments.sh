@@ -52,11 +52,19 @@ run_pair() {  # run_pair TASK METHOD TRAIN VAL TEST COMMON_TRAIN_ARGS... -- EVAL
       --output "$ref" --adapter-type "$method" --save-init "$init" --threads "$THREADS" "${targs[@]}" \
       --eval-data "$test" --task "$task" --eval-batch-size 16 "${eargs[@]}"
   fi
-  # 2. ours from the same initial adapter, file order.
+  # 2. ours from the same initial adapter, file order. The adapter's files decide its rank, so
+  # `train` refuses --r beside --adapter-init: drop it from the shared arguments then.
+  local otargs=("${targs[@]}")
+  if [ -n "$init" ]; then
+    otargs=(); local i=0
+    while [ $i -lt ${#targs[@]} ]; do
+      if [ "${targs[$i]}" = "--r" ]; then i=$((i + 2)); else otargs+=("${targs[$i]}"); i=$((i + 1)); fi
+    done
+  fi
   if [ ! -f "$ours/adapter/adapter_config.json" ]; then
     rm -rf "$ours"
     timed "$ours.log" "$BIN" train --model "$MODEL" --data "$train" --val-data "$val" --output "$ours" \
-      --adapter-type "$atype" "${extra[@]}" ${init:+--adapter-init "$init"} --no-shuffle --threads "$THREADS" --log-every 8 "${targs[@]}"
+      --adapter-type "$atype" "${extra[@]}" ${init:+--adapter-init "$init"} --no-shuffle --threads "$THREADS" --log-every 8 "${otargs[@]}"
   fi
   if [ ! -f "$ours/eval-$task.json" ]; then
     timed "$ours/eval-$task.log" "$BIN" eval --model "$MODEL" --adapter "$ours/adapter" --data "$test" --task "$task" \
