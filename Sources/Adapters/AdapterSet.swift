@@ -105,7 +105,7 @@ public struct AdapterSpec: Sendable {
                 dropout: Float = 0, useRSLoRA: Bool = false, ndlinearInit: NdLinearInit = .reference,
                 rankPattern: [String: Int] = [:], alphaPattern: [String: Float] = [:]) {
         self.kind = kind; self.targets = targets; self.rank = rank
-        self.alpha = alpha ?? (kind == .lora ? Float(2 * rank) : 1)
+        self.alpha = alpha ?? kind.defaultAlpha(rank: rank)
         self.dropout = dropout; self.useRSLoRA = useRSLoRA; self.ndlinearInit = ndlinearInit
         self.rankPattern = rankPattern; self.alphaPattern = alphaPattern
     }

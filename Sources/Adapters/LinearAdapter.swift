@@ -23,6 +23,15 @@ public final class AdapterParameter {
 /// The kinds of adapter the engine trains.
 public enum AdapterKind: String, Sendable, CaseIterable {
     case lora, ndlinear
+
+    /// The α when none is given: LoRA `lora_alpha` = 2r (the usual PEFT recipe), NdLinear α = 1
+    /// (the reference's default). The one place this rule is written.
+    public func defaultAlpha(rank: Int) -> Float {
+        switch self {
+        case .lora: return Float(2 * rank)
+        case .ndlinear: return 1
+        }
+    }
 }
 
 /// An adapter on one frozen projection `W [out, in]`: forward adds `Δ(x)`, backward produces

@@ -175,7 +175,7 @@ public enum AdapterMerge {
             let params = names.reduce(0) { $0 + weights.views[$1]!.count }
             let indexJSON = JSONValue.object(["metadata": .object(["total_size": .int(total), "total_parameters": .int(params)]),
                                               "weight_map": .object(map)])
-            try AtomicFile.write(JSONText.render(indexJSON) + "\n", to: index)
+            try AtomicFile.write(indexJSON.serialized() + "\n", to: index)
         }
         // Readers take model.safetensors before an index: leave only what was just written.
         let keep = Set(fileNames + (sharded ? [index.lastPathComponent] : []))
@@ -191,7 +191,7 @@ public enum AdapterMerge {
         let keys = dtypeKeys.isEmpty ? [isV5 ? "dtype" : "torch_dtype"] : dtypeKeys
         let text = configText(configData, setting: keys, to: outDType.torchName) ?? {
             for k in keys { raw[k] = .string(outDType.torchName) }
-            return Data((JSONText.render(.object(raw)) + "\n").utf8)
+            return Data((JSONValue.object(raw).serialized() + "\n").utf8)
         }()
         try AtomicFile.write(text, to: output.appendingPathComponent("config.json"))
         for n in companionFiles {
@@ -206,16 +206,15 @@ public enum AdapterMerge {
     /// the first key added after the last member when none is present — and every other byte
     /// unchanged, so numbers keep their spelling (`1000000.0` stays a float for Python).
     static func configText(_ data: Data, setting keys: [String], to value: String) -> Data? {
-        var scanner = JSONKeyOrder.Scanner(bytes: [UInt8](data))
-        guard let members = scanner.topLevelMembers() else { return nil }
+        guard let members = try? JSONValue.members(in: data) else { return nil }
         var bytes = [UInt8](data)
         let quoted = Array(JSONValue.quote(value).utf8)
         let hits = members.filter { keys.contains($0.key) }
         if hits.isEmpty {
             guard let last = members.last, let key = keys.first else { return nil }
-            bytes.insert(contentsOf: Array((",\n  " + JSONValue.quote(key) + ": ").utf8) + quoted, at: last.value.upperBound)
+            bytes.insert(contentsOf: Array((",\n  " + JSONValue.quote(key) + ": ").utf8) + quoted, at: last.range.upperBound)
         } else {
-            for h in hits.sorted(by: { $0.value.lowerBound > $1.value.lowerBound }) { bytes.replaceSubrange(h.value, with: quoted) }
+            for h in hits.sorted(by: { $0.range.lowerBound > $1.range.lowerBound }) { bytes.replaceSubrange(h.range, with: quoted) }
         }
         return Data(bytes)
     }
@@ -264,7 +263,7 @@ enum StreamingSafetensors {
                                       "data_offsets": .array([.int(offset), .int(offset + e.byteCount)])])
             offset += e.byteCount
         }
-        var headerBytes = Data(JSONText.render(.object(header), pretty: false).utf8)
+        var headerBytes = Data(JSONValue.object(header).serialized(pretty: false).utf8)
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
 
         do {
@@ -286,51 +285,4 @@ enum StreamingSafetensors {
             throw SafetensorsError.writeFailed(file: url.path, reason: "\(error)")
         }
     }
-}
-
-// MARK: - JSON text
-
-/// Renders `JSONValue`s as text: keys sorted, two-space indentation (as transformers'
-/// `to_json_string`), numbers in their shortest round-trip form, non-finite floats as Python's
-/// `NaN`/`Infinity` (which Python's json reads back).
-enum JSONText {
-    static func render(_ v: JSONValue, pretty: Bool = true) -> String {
-        var out = ""
-        write(v, into: &out, indent: 0, pretty: pretty)
-        return out
-    }
-
-    static func write(_ v: JSONValue, into out: inout String, indent: Int, pretty: Bool) {
-        let pad = pretty ? String(repeating: "  ", count: indent + 1) : ""
-        let close = pretty ? String(repeating: "  ", count: indent) : ""
-        let nl = pretty ? "\n" : ""
-        switch v {
-        case .null: out += "null"
-        case let .bool(b): out += b ? "true" : "false"
-        case let .int(i): out += String(i)
-        case let .double(d):
-            if d.isNaN { out += "NaN" } else if d.isInfinite { out += d > 0 ? "Infinity" : "-Infinity" } else { out += "\(d)" }
-        case let .string(s): out += JSONValue.quote(s)
-        case let .array(a):
-            if a.isEmpty { out += "[]"; return }
-            out += "[" + nl
-            for (i, x) in a.enumerated() {
-                out += pad
-                write(x, into: &out, indent: indent + 1, pretty: pretty)
-                out += (i + 1 < a.count ? "," : "") + nl
-            }
-            out += close + "]"
-        case let .object(o):
-            if o.isEmpty { out += "{}"; return }
-            out += "{" + nl
-            let keys = o.keys.sorted()
-            for (i, k) in keys.enumerated() {
-                out += pad + JSONValue.quote(k) + (pretty ? ": " : ":")
-                write(o[k]!, into: &out, indent: indent + 1, pretty: pretty)
-                out += (i + 1 < keys.count ? "," : "") + nl
-            }
-            out += close + "}"
-        }
-    }
-
 }

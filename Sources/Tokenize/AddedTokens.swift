@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 /// A token added on top of the model vocabulary (`added_tokens` in tokenizer.json,
 /// `added_tokens_decoder` in tokenizer_config.json). Added tokens are matched in the raw text
@@ -31,22 +32,22 @@ public struct AddedToken: Sendable, Equatable {
     /// Parses one `added_tokens` entry (`{"id", "content", "special", ...}`); `id` may come
     /// from the caller (the `added_tokens_decoder` key).
     static func parse(_ value: JSONValue, id explicitId: Int?, path: String, field: String) throws -> AddedToken {
-        guard let object = value.objectValue else {
+        guard let object = value.object else {
             throw TokenizerError.invalidField(path: path, field: field, expected: "an object with id and content")
         }
-        guard let content = object["content"]?.stringValue else {
+        guard let content = object["content"]?.string else {
             throw TokenizerError.invalidField(path: path, field: "\(field).content", expected: "a string")
         }
-        guard let id = explicitId ?? object["id"]?.intValue, id >= 0 else {
+        guard let id = explicitId ?? object["id"]?.int, id >= 0 else {
             throw TokenizerError.invalidField(path: path, field: "\(field).id", expected: "a non-negative integer")
         }
         return AddedToken(
             id: id, content: content,
-            special: object["special"]?.boolValue ?? false,
-            lstrip: object["lstrip"]?.boolValue ?? false,
-            rstrip: object["rstrip"]?.boolValue ?? false,
-            singleWord: object["single_word"]?.boolValue ?? false,
-            normalized: object["normalized"]?.boolValue ?? !(object["special"]?.boolValue ?? false))
+            special: object["special"]?.bool ?? false,
+            lstrip: object["lstrip"]?.bool ?? false,
+            rstrip: object["rstrip"]?.bool ?? false,
+            singleWord: object["single_word"]?.bool ?? false,
+            normalized: object["normalized"]?.bool ?? !(object["special"]?.bool ?? false))
     }
 }
 

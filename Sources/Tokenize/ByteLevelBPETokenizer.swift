@@ -61,8 +61,7 @@ public final class ByteLevelBPETokenizer: Tokenizer {
                             config: TokenizerConfig? = nil) throws {
         let vocabPath = vocabFile.path
         let vocabData = try readFile(vocabFile, expected: "vocab.json")
-        let vocab: ByteStringTable = try vocabData.withUnsafeBytes { raw in
-            var reader = JSONReader(raw, path: vocabPath)
+        let vocab: ByteStringTable = try readJSON(vocabData, path: vocabPath) { reader in
             let table = try TokenizerJSONFile.readVocab(&reader)
             try reader.expectEnd()
             return table

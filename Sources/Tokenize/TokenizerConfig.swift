@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 /// What this library reads from a Hugging Face `tokenizer_config.json`: the special token
 /// names, whether BOS/EOS are added, added tokens, the tokenizer class and the chat template.
@@ -33,25 +34,25 @@ public struct TokenizerConfig: Sendable, Equatable {
     /// Parses a tokenizer_config.json file.
     public init(contentsOf url: URL) throws {
         let path = url.path
-        let root = try JSONReader.parse(try readFile(url, expected: "tokenizer_config.json"), path: path)
-        guard root.objectValue != nil else {
+        let root = try parseJSON(try readFile(url, expected: "tokenizer_config.json"), path: path)
+        guard root.object != nil else {
             throw TokenizerError.invalidField(path: path, field: "(root)", expected: "a JSON object")
         }
         /// Special tokens are written either as a string or as an AddedToken object.
         func tokenName(_ key: String) throws -> String? {
             guard let v = root[key], !v.isNull else { return nil }
-            if let s = v.stringValue { return s }
-            if let s = v["content"]?.stringValue { return s }
+            if let s = v.string { return s }
+            if let s = v["content"]?.string { return s }
             throw TokenizerError.invalidField(path: path, field: key, expected: "a string, an object with \"content\", or null")
         }
         func flag(_ key: String) throws -> Bool? {
             guard let v = root[key], !v.isNull else { return nil }
-            guard let b = v.boolValue else { throw TokenizerError.invalidField(path: path, field: key, expected: "true or false") }
+            guard let b = v.bool else { throw TokenizerError.invalidField(path: path, field: key, expected: "true or false") }
             return b
         }
         var added: [AddedToken] = []
         if let decoder = root["added_tokens_decoder"], !decoder.isNull {
-            guard let members = decoder.objectValue else {
+            guard let members = decoder.object else {
                 throw TokenizerError.invalidField(path: path, field: "added_tokens_decoder", expected: "an object keyed by token id")
             }
             for (key, value) in members {
@@ -64,19 +65,19 @@ public struct TokenizerConfig: Sendable, Equatable {
         }
         var template: String? = nil
         if let t = root["chat_template"] {
-            if let s = t.stringValue {
+            if let s = t.string {
                 template = s
-            } else if let list = t.arrayValue {
+            } else if let list = t.array {
                 // A list of {"name", "template"}; "default" wins, else the first.
                 let named = list.compactMap { item -> (String, String)? in
-                    guard let n = item["name"]?.stringValue, let s = item["template"]?.stringValue else { return nil }
+                    guard let n = item["name"]?.string, let s = item["template"]?.string else { return nil }
                     return (n, s)
                 }
                 template = named.first { $0.0 == "default" }?.1 ?? named.first?.1
             }
         }
         self.init(
-            tokenizerClass: root["tokenizer_class"]?.stringValue,
+            tokenizerClass: root["tokenizer_class"]?.string,
             bosToken: try tokenName("bos_token"), eosToken: try tokenName("eos_token"),
             padToken: try tokenName("pad_token"), unkToken: try tokenName("unk_token"),
             addBosToken: try flag("add_bos_token"), addEosToken: try flag("add_eos_token"),

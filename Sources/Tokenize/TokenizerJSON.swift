@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 // MARK: - Merge list
 
@@ -111,10 +112,8 @@ struct TokenizerJSONFile {
         var file = TokenizerJSONFile(vocab: ByteStringTable(), merges: MergeList())
         var sawModel = false
         var sections: [String: JSONValue] = [:]
-        try data.withUnsafeBytes { raw in
-            var reader = JSONReader(raw, path: path)
-            guard reader.peek() == UInt8(ascii: "{") else { throw reader.error("expected a JSON object at the top level") }
-            try reader.beginObject()
+        try readJSON(data, path: path) { reader in
+            try reader.beginObject("a JSON object at the top level")
             var key: [UInt8] = []
             var first = true
             while try reader.nextMember(key: &key, first: &first) {
@@ -123,7 +122,7 @@ struct TokenizerJSONFile {
                     try parseModel(&reader, into: &file, path: path)
                     sawModel = true
                 } else {
-                    sections[name] = try reader.parseValue()
+                    sections[name] = try reader.readValue()
                 }
             }
             try reader.expectEnd()
@@ -131,7 +130,7 @@ struct TokenizerJSONFile {
         guard sawModel else { throw TokenizerError.invalidField(path: path, field: "model", expected: "an object with the tokenizer model") }
 
         if let list = sections["added_tokens"], !list.isNull {
-            guard let items = list.arrayValue else {
+            guard let items = list.array else {
                 throw TokenizerError.invalidField(path: path, field: "added_tokens", expected: "an array")
             }
             for (i, item) in items.enumerated() {
@@ -160,8 +159,7 @@ struct TokenizerJSONFile {
 
     /// Reads a `{"token": id, ...}` object into a table.
     static func readVocab(_ reader: inout JSONReader) throws -> ByteStringTable {
-        guard reader.peek() == UInt8(ascii: "{") else { throw reader.error("expected the vocabulary object {\"token\": id, ...}") }
-        try reader.beginObject()
+        try reader.beginObject("the vocabulary object {\"token\": id, ...}")
         // Size the table from the input (an entry takes well over 8 bytes) to avoid rehashing.
         var table = ByteStringTable(expectedCount: min(1 << 20, max(1024, (reader.count - reader.pos) / 24)))
         var key: [UInt8] = []
@@ -176,8 +174,7 @@ struct TokenizerJSONFile {
     }
 
     private static func parseModel(_ reader: inout JSONReader, into file: inout TokenizerJSONFile, path: String) throws {
-        guard reader.peek() == UInt8(ascii: "{") else { throw reader.error("expected the model object") }
-        try reader.beginObject()
+        try reader.beginObject("the model object")
         var type: String? = nil
         var sawVocab = false
         var sawMerges = false
@@ -186,27 +183,27 @@ struct TokenizerJSONFile {
         while try reader.nextMember(key: &key, first: &first) {
             switch String(decoding: key, as: UTF8.self) {
             case "type":
-                type = try reader.parseValue().stringValue
+                type = try reader.readValue().string
             case "vocab":
                 if reader.peek() == UInt8(ascii: "{") {
                     file.vocab = try readVocab(&reader)
                     sawVocab = true
                 } else {
-                    _ = try reader.parseValue()  // e.g. Unigram's [[piece, score]] list
+                    _ = try reader.readValue()  // e.g. Unigram's [[piece, score]] list
                 }
             case "merges":
                 try readMerges(&reader, into: &file.merges, path: path)
                 sawMerges = true
             case "ignore_merges":
-                file.ignoreMerges = try reader.parseValue().boolValue ?? false
+                file.ignoreMerges = try reader.readValue().bool ?? false
             case "continuing_subword_prefix", "end_of_word_suffix":
                 let field = String(decoding: key, as: UTF8.self)
-                let v = try reader.parseValue()
-                if let s = v.stringValue, !s.isEmpty {
+                let v = try reader.readValue()
+                if let s = v.string, !s.isEmpty {
                     throw TokenizerError.unsupportedComponent(path: path, component: "model.\(field)", detail: "\"\(s)\" (only byte-level BPE without subword affixes is supported)")
                 }
             default:
-                _ = try reader.parseValue()
+                _ = try reader.readValue()
             }
         }
         // `tokenizers` also accepts an untagged model; a BPE is recognized by its merges.
@@ -220,8 +217,7 @@ struct TokenizerJSONFile {
 
     /// Merges are `"left right"` strings (older files) or `["left", "right"]` pairs (newer ones).
     private static func readMerges(_ reader: inout JSONReader, into list: inout MergeList, path: String) throws {
-        guard reader.peek() == UInt8(ascii: "[") else { throw reader.error("expected the merges array") }
-        try reader.beginArray()
+        try reader.beginArray("the merges array")
         var first = true
         var left: [UInt8] = []
         var right: [UInt8] = []
@@ -234,7 +230,7 @@ struct TokenizerJSONFile {
                 try reader.readString(into: &left)
                 try list.append(joined: left, line: index, path: path)
             case UInt8(ascii: "["):
-                try reader.beginArray()
+                try reader.beginArray("a merge pair")
                 var f = true
                 right.removeAll(keepingCapacity: true)
                 guard try reader.nextElement(first: &f) else { throw reader.error("a merge pair needs two strings") }
@@ -254,7 +250,7 @@ struct TokenizerJSONFile {
     // MARK: Pipeline sections
 
     private static func typeName(_ v: JSONValue, _ path: String, _ field: String) throws -> String {
-        guard let t = v["type"]?.stringValue else {
+        guard let t = v["type"]?.string else {
             throw TokenizerError.invalidField(path: path, field: "\(field).type", expected: "a string")
         }
         return t
@@ -269,7 +265,7 @@ struct TokenizerJSONFile {
         case "NFKD": steps.append(.nfkd)
         case "Lowercase": steps.append(.lowercase)
         case "Sequence":
-            guard let list = v["normalizers"]?.arrayValue else {
+            guard let list = v["normalizers"]?.array else {
                 throw TokenizerError.invalidField(path: path, field: "normalizer.normalizers", expected: "an array")
             }
             for item in list { try parseNormalizer(item, path: path, into: &steps) }
@@ -282,35 +278,35 @@ struct TokenizerJSONFile {
         let type = try typeName(v, path, "pre_tokenizer")
         switch type {
         case "Sequence":
-            guard let list = v["pretokenizers"]?.arrayValue else {
+            guard let list = v["pretokenizers"]?.array else {
                 throw TokenizerError.invalidField(path: path, field: "pre_tokenizer.pretokenizers", expected: "an array")
             }
             for item in list { try parsePreTokenizer(item, path: path, into: &steps, byteLevel: &byteLevel) }
         case "ByteLevel":
             // tokenizers' defaults: add_prefix_space = true, use_regex = true.
-            steps.append(.byteLevel(addPrefixSpace: v["add_prefix_space"]?.boolValue ?? true, useRegex: v["use_regex"]?.boolValue ?? true))
+            steps.append(.byteLevel(addPrefixSpace: v["add_prefix_space"]?.bool ?? true, useRegex: v["use_regex"]?.bool ?? true))
             byteLevel = true
         case "Split":
             let matcher: PreTokenizerStep.Matcher
-            if let source = v["pattern"]?["Regex"]?.stringValue {
+            if let source = v["pattern"]?["Regex"]?.string {
                 switch SplitPattern(regex: source) {
                 case .gpt2: matcher = .scanner(PatternScanner(kind: .gpt2))
                 case .qwen2: matcher = .scanner(PatternScanner(kind: .cl100k(maxDigits: 1)))
                 case .llama3: matcher = .scanner(PatternScanner(kind: .cl100k(maxDigits: 3)))
                 case .regex: matcher = .regex(try RegexBox(source, path: path))
                 }
-            } else if let literal = v["pattern"]?["String"]?.stringValue {
+            } else if let literal = v["pattern"]?["String"]?.string {
                 matcher = .literal(Array(literal.utf8))
             } else {
                 throw TokenizerError.invalidField(path: path, field: "pre_tokenizer.pattern", expected: "{\"Regex\": ...} or {\"String\": ...}")
             }
-            let behaviorName = v["behavior"]?.stringValue ?? "Isolated"
+            let behaviorName = v["behavior"]?.string ?? "Isolated"
             guard let behavior = SplitBehavior(rawValue: behaviorName) else {
                 throw TokenizerError.invalidField(path: path, field: "pre_tokenizer.behavior", expected: "Removed, Isolated, MergedWithPrevious, MergedWithNext or Contiguous")
             }
-            steps.append(.split(matcher: matcher, behavior: behavior, invert: v["invert"]?.boolValue ?? false))
+            steps.append(.split(matcher: matcher, behavior: behavior, invert: v["invert"]?.bool ?? false))
         case "Digits":
-            steps.append(.digits(individual: v["individual_digits"]?.boolValue ?? false))
+            steps.append(.digits(individual: v["individual_digits"]?.bool ?? false))
         default:
             throw TokenizerError.unsupportedComponent(path: path, component: "pre_tokenizer", detail: "type \"\(type)\" (supported: ByteLevel, Split, Digits, Sequence)")
         }
@@ -322,7 +318,7 @@ struct TokenizerJSONFile {
         case "ByteLevel":
             return
         case "Sequence":
-            for item in v["decoders"]?.arrayValue ?? [] { try checkDecoder(item, path: path) }
+            for item in v["decoders"]?.array ?? [] { try checkDecoder(item, path: path) }
         default:
             throw TokenizerError.unsupportedComponent(path: path, component: "decoder", detail: "type \"\(type)\" (a byte-level BPE needs the ByteLevel decoder)")
         }
@@ -334,17 +330,17 @@ struct TokenizerJSONFile {
         case "ByteLevel":
             return  // only adjusts offsets
         case "Sequence":
-            for item in v["processors"]?.arrayValue ?? [] { try parsePostProcessor(item, path: path, prefix: &prefix, suffix: &suffix) }
+            for item in v["processors"]?.array ?? [] { try parsePostProcessor(item, path: path, prefix: &prefix, suffix: &suffix) }
         case "TemplateProcessing":
-            guard let single = v["single"]?.arrayValue else {
+            guard let single = v["single"]?.array else {
                 throw TokenizerError.invalidField(path: path, field: "post_processor.single", expected: "an array")
             }
             var before = true
             for piece in single {
                 if piece["Sequence"] != nil {
                     before = false
-                } else if let name = piece["SpecialToken"]?["id"]?.stringValue {
-                    guard let ids = v["special_tokens"]?[name]?["ids"]?.arrayValue?.compactMap(\.intValue) else {
+                } else if let name = piece["SpecialToken"]?["id"]?.string {
+                    guard let ids = v["special_tokens"]?[name]?["ids"]?.array?.compactMap(\.int) else {
                         throw TokenizerError.invalidField(path: path, field: "post_processor.special_tokens.\(name).ids", expected: "an array of ids")
                     }
                     if before { prefix.append(contentsOf: ids) } else { suffix.append(contentsOf: ids) }
@@ -352,8 +348,8 @@ struct TokenizerJSONFile {
             }
         case "RobertaProcessing", "BertProcessing":
             // cls / sep are [token, id] pairs: <cls> A <sep>.
-            if let cls = v["cls"]?.arrayValue, cls.count == 2, let id = cls[1].intValue { prefix.append(id) }
-            if let sep = v["sep"]?.arrayValue, sep.count == 2, let id = sep[1].intValue { suffix.append(id) }
+            if let cls = v["cls"]?.array, cls.count == 2, let id = cls[1].int { prefix.append(id) }
+            if let sep = v["sep"]?.array, sep.count == 2, let id = sep[1].int { suffix.append(id) }
         default:
             throw TokenizerError.unsupportedComponent(path: path, component: "post_processor", detail: "type \"\(type)\" (supported: TemplateProcessing, ByteLevel, RobertaProcessing, BertProcessing, Sequence)")
         }
