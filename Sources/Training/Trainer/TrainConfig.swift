@@ -91,14 +91,3 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     /// Rows per optimizer step over `ranks` processes.
     public func globalBatch(ranks: Int) -> Int { globalBatch ?? batchSize * gradAccum * ranks }
 }
-
-public extension AdapterKind {
-    /// The α when none is given: LoRA `lora_alpha` = 2r (the usual PEFT recipe), NdLinear α = 1
-    /// (the reference's default).
-    func defaultAlpha(rank: Int) -> Float {
-        switch self {
-        case .lora: return Float(2 * rank)
-        case .ndlinear: return 1
-        }
-    }
-}
