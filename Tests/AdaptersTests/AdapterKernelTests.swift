@@ -199,13 +199,8 @@ import TestSupport
             let set = try AdapterSet.create(spec: AdapterSpec(kind: kind, rank: 2, alpha: kind == .lora ? 4 : 0.5), config: w.config, seed: 9)
             for a in set.adapters { if let l = a as? LoRAAdapter { for i in 0..<l.b.count { l.b.value[i] = Float((i * 7) % 11) * 0.02 - 0.1 } } }
             let model = TransformerModel(weights: w, adapters: set)
-            let T = 8
-            let input = ModelInput(batch: 2, seqLen: T, tokens: (0..<(2 * T)).map { ($0 * 37) % 300 + 3 },
-                                   attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-                                   positions: [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7],
-                                   segments: [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
-            let targets: [Int32] = [5, 6, -1, 8, 9, 10, 11, -1, 12, 13, 14, 15, -1, -1, -1, -1]
-            let acts = Activations(config: w.config, batch: 2, seqLen: T)
+            let (input, targets) = FixtureBatch.packedPadded
+            let acts = Activations(config: w.config, batch: input.batch, seqLen: input.seqLen)
             func loss() throws -> Double {
                 try model.forward(input, acts: acts, training: false)
                 return model.loss(acts: acts, targets: targets).sum

@@ -55,13 +55,8 @@ import TestSupport
             }
         }
         let model = TransformerModel(weights: w, adapters: deltas)
-        let T = 8
-        let input = ModelInput(batch: 2, seqLen: T, tokens: (0..<(2 * T)).map { ($0 * 37) % 300 + 3 },
-                               attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-                               positions: [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7],
-                               segments: [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
-        let targets: [Int32] = [5, 6, -1, 8, 9, 10, 11, -1, 12, 13, 14, 15, -1, -1, -1, -1]
-        let acts = Activations(config: c, batch: 2, seqLen: T)
+        let (input, targets) = FixtureBatch.packedPadded
+        let acts = Activations(config: c, batch: input.batch, seqLen: input.seqLen)
         func loss() throws -> Double {
             try model.forward(input, acts: acts, training: false)
             return model.loss(acts: acts, targets: targets).sum

@@ -44,6 +44,18 @@ public struct FixtureBatch {
     }
 }
 
+extension FixtureBatch {
+    /// A small batch that exercises every mask path at once (for finite-difference checks of
+    /// the whole model): two rows of 8, the first packing two examples (positions restart,
+    /// segments differ), the second right-padded, targets ignored at segment ends and padding.
+    public static let packedPadded = (
+        input: ModelInput(batch: 2, seqLen: 8, tokens: (0..<16).map { ($0 * 37) % 300 + 3 },
+                          attentionMask: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                          positions: [0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7],
+                          segments: [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+        targets: [5, 6, -1, 8, 9, 10, 11, -1, 12, 13, 14, 15, -1, -1, -1, -1] as [Int32])
+}
+
 // MARK: - Finite differences
 
 /// Deterministic test values.
