@@ -37,8 +37,15 @@ public enum AdapterIO {
     /// modules the config does not select are ignored with a warning, as PEFT ignores them.
     /// Features that change the computation and are not implemented (DoRA, bias training,
     /// `modules_to_save`, PiSSA/OLoRA/CorDA/LoftQ initialisations that rewrite the base, ...)
-    /// are refused by name.
+    /// are refused by name. Every value is checked to be finite (adapters are small): a NaN or
+    /// Inf is an error naming the file and tensor.
     public static func load(_ url: URL, config: ModelConfig, ndlinearAlpha: Float? = nil, loraAlpha: Float? = nil) throws -> AdapterSet {
+        let set = try read(url, config: config, ndlinearAlpha: ndlinearAlpha, loraAlpha: loraAlpha)
+        try set.checkFinite(source: url.path)
+        return set
+    }
+
+    static func read(_ url: URL, config: ModelConfig, ndlinearAlpha: Float?, loraAlpha: Float?) throws -> AdapterSet {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: url.path, isDirectory: &isDir) else {

@@ -116,7 +116,7 @@ public enum GGUFExport {
         try w.write(to: url) { t in
             let p = sources[t.name]!
             if let hf = p.hf, let a = adapters?.adapter(for: hf) {
-                let (merged, change) = try AdapterMerge.mergedValues(weights.view(hf), a)
+                let (merged, change) = try AdapterMerge.mergedValues(weights.view(hf), a, source: weights.source)
                 let (data, err) = encode(toGGUFOrder(merged, rows: t.shape[0], hfName: hf, config: c), as: t.dtype)
                 reports[hf] = AdapterMerge.TensorReport(name: hf, maxChange: change, maxRoundingError: err)
                 return data
@@ -168,6 +168,12 @@ public enum GGUFExport {
             w.tensors.append(.init(name: g + ".lora_b", dtype: .f32, shape: [l.outFeatures, l.rank]))
             payload[g + ".lora_a"] = l.a.value.array
             payload[g + ".lora_b"] = b
+        }
+        // Loaded adapters are finite; folding a per-module scale into lora_b can still overflow.
+        for (name, values) in payload.sorted(by: { $0.key < $1.key }) {
+            if let bad = NonFiniteScan.first(in: values, tensor: name) {
+                throw NonFiniteWeightsError(source: url.path, what: "the llama.cpp LoRA's", value: bad, context: "the adapter's scale overflows f32")
+            }
         }
         try w.write(to: url) { t in payload[t.name]!.withUnsafeBytes { Data($0) } }
         return (loras.count, alpha)

@@ -28,7 +28,7 @@ public enum AdapterKind: String, Sendable, CaseIterable {
     /// (the reference's default). The one place this rule is written.
     public func defaultAlpha(rank: Int) -> Float {
         switch self {
-        case .lora: return Float(2 * rank)
+        case .lora: return 2 * Float(rank)   // (not Float(2 * rank): a rank from a flag may overflow twice over)
         case .ndlinear: return 1
         }
     }

@@ -14,7 +14,7 @@ public enum AdapterMerge {
         var changes: [String: Float] = [:]
         for a in set.adapters {
             guard let base = weights.views[a.weightName] else { throw ModelError.missingWeight(name: a.weightName, files: weights.source) }
-            let (w, m) = try mergedValues(base, a)
+            let (w, m) = try mergedValues(base, a, source: weights.source)
             changes[a.weightName] = m
             views[a.weightName] = TensorView.owned(name: a.weightName, shape: base.shape, floats: w)
         }
@@ -22,7 +22,10 @@ public enum AdapterMerge {
     }
 
     /// `W + ΔW` in f32 for one base tensor, and `max |ΔW|` (the largest change merging makes).
-    public static func mergedValues(_ base: TensorView, _ adapter: any LinearAdapter) throws -> (values: [Float], maxChange: Float) {
+    /// The merged values are always checked: a non-finite one is an error naming the tensor and
+    /// whether the base (`source`) or `ΔW` holds it, never a file of NaN with "max |ΔW| 0".
+    public static func mergedValues(_ base: TensorView, _ adapter: any LinearAdapter,
+                                    source: String = "the base model") throws -> (values: [Float], maxChange: Float) {
         guard base.shape == [adapter.outFeatures, adapter.inFeatures] else {
             throw ModelError.shapeMismatch(name: base.name, expected: [adapter.outFeatures, adapter.inFeatures], found: base.shape,
                                            file: "the adapter for \(adapter.weightName)")
@@ -31,6 +34,14 @@ public enum AdapterMerge {
         let d = adapter.deltaWeight()
         var m: Float = 0
         for i in w.indices { w[i] += d[i]; m = max(m, abs(d[i])) }
+        if let bad = NonFiniteScan.first(in: w, tensor: base.name) {
+            if let b = NonFiniteScan.first(in: base) {
+                throw NonFiniteWeightsError(source: source, what: "the base model's", value: b, context: "merging would copy it into the merged model")
+            }
+            let delta = NonFiniteScan.first(in: d, tensor: "ΔW of \(adapter.modulePath)")
+            throw NonFiniteWeightsError(source: "the \(adapter.kind.rawValue) adapter for \(base.name)", what: "merged", value: bad,
+                                        context: delta.map { "\($0.description): ΔW overflows f32" } ?? "W + ΔW overflows f32")
+        }
         return (w, m)
     }
 
@@ -127,7 +138,9 @@ public enum AdapterMerge {
         for a in adapters.adapters where weights.views[a.weightName] == nil {
             throw ModelError.missingWeight(name: a.weightName, files: weights.source)
         }
-        try fm.createDirectory(at: output, withIntermediateDirectories: true)
+        do { try fm.createDirectory(at: output, withIntermediateDirectories: true) } catch {
+            throw AdapterError.invalidOption("--output \(output.path): cannot create the directory: \(ErrorText.reason(error, path: output.path))")
+        }
 
         // Tensor order: the model's, then anything else the checkpoint holds, by name.
         let known = weights.config.expectedTensors().map(\.name).filter { weights.views[$0] != nil }
@@ -158,7 +171,7 @@ public enum AdapterMerge {
             try StreamingSafetensors.write(entries, metadata: ["format": "pt"], to: output.appendingPathComponent(file)) { e in
                 let v = weights.views[e.name]!
                 if let a = adapters.adapter(for: e.name) {
-                    let (merged, change) = try mergedValues(v, a)
+                    let (merged, change) = try mergedValues(v, a, source: weights.source)
                     let (data, err) = encode(merged, as: e.dtype)
                     reports[e.name] = TensorReport(name: e.name, maxChange: change, maxRoundingError: err)
                     return data
@@ -281,8 +294,31 @@ enum StreamingSafetensors {
             }
         } catch let e as SafetensorsError {
             throw e
+        } catch let e as NonFiniteWeightsError {
+            throw e   // what the tensor holds, not a write failure
         } catch {
-            throw SafetensorsError.writeFailed(file: url.path, reason: "\(error)")
+            throw SafetensorsError.writeFailed(file: url.path, reason: ErrorText.describe(error))
         }
+    }
+}
+
+// MARK: - Non-finite adapter values
+
+extension AdapterSet {
+    /// The first non-finite value of any adapter parameter, named `<module>.<role>`
+    /// (`model.layers.2.self_attn.q_proj.lora_A`). Adapters are small: scanned on every load.
+    public func firstNonFinite() -> NonFiniteValue? {
+        for a in adapters {
+            for p in a.parameters {
+                let values = UnsafeBufferPointer(start: p.value.pointer, count: p.value.count)
+                if let hit = NonFiniteScan.first(in: values, tensor: "\(a.modulePath).\(p.role)") { return hit }
+            }
+        }
+        return nil
+    }
+
+    /// Throws `NonFiniteWeightsError` naming `source` and the first non-finite adapter tensor.
+    public func checkFinite(source: String) throws {
+        if let hit = firstNonFinite() { throw NonFiniteWeightsError(source: source, what: "the adapter's", value: hit) }
     }
 }

@@ -138,7 +138,7 @@ public struct GGUFFile: @unchecked Sendable {
         let kvCount = try r.count("metadata count", max: file.size / 8)
         var meta: [String: GGUFValue] = [:], keys: [String] = []
         for _ in 0..<kvCount {
-            let key = try r.string("metadata key")
+            let key = try r.name("metadata key")
             guard meta[key] == nil else { throw GGUFError.invalidMetadata(file: path, key: key, reason: "duplicate key") }
             let type = try r.u32("type of '\(key)'")
             meta[key] = try r.value(type: type, key: key)
@@ -155,7 +155,7 @@ public struct GGUFFile: @unchecked Sendable {
         var infos: [Info] = []
         var seen = Set<String>()
         for _ in 0..<tensorCount {
-            let name = try r.string("tensor name")
+            let name = try r.name("tensor name")
             guard seen.insert(name).inserted else { throw GGUFError.invalidTensor(file: path, tensor: name, reason: "duplicate tensor name") }
             let nd = try r.u32("n_dims of '\(name)'")
             guard nd >= 1, nd <= 4 else { throw GGUFError.invalidTensor(file: path, tensor: name, reason: "n_dims \(nd) (expected 1...4)") }
@@ -177,18 +177,21 @@ public struct GGUFFile: @unchecked Sendable {
         var spans: [(begin: Int, end: Int, name: String)] = []
         for t in infos {
             guard let dtype = GGMLType.dtype(t.type) else { throw GGUFError.unsupportedType(file: path, tensor: t.name, ggmlType: t.type) }
-            let count = t.ne.reduce(1, *)
+            // Each dimension is < 2^40, their product need not fit: checked before any use.
+            guard let count = t.ne.reduce(Optional(1), { Checked.mul($0, $1) }), count <= file.size * max(1, dtype.blockElements) else {
+                throw GGUFError.invalidTensor(file: path, tensor: t.name, reason: "dimensions \(t.ne) hold more elements than the file (\(file.size) bytes) can store")
+            }
             guard t.ne[0] % dtype.blockElements == 0 else {
                 throw GGUFError.invalidTensor(file: path, tensor: t.name, reason: "row length \(t.ne[0]) is not a multiple of the \(dtype.rawValue) block size \(dtype.blockElements)")
             }
             guard t.offset % alignment == 0 else {
                 throw GGUFError.invalidTensor(file: path, tensor: t.name, reason: "data offset \(t.offset) is not a multiple of the alignment \(alignment)")
             }
-            let bytes = dtype.storageBytes(elements: count)
+            let bytes = count / dtype.blockElements * dtype.blockBytes   // count ≤ size·32: no overflow
             let begin = dataStart + t.offset
-            guard begin + bytes <= file.size else {
+            guard bytes <= file.size - min(begin, file.size), begin <= file.size else {
                 throw GGUFError.invalidTensor(file: path, tensor: t.name,
-                                              reason: "data [\(begin), \(begin + bytes)) runs past the end of the file (\(file.size) bytes)")
+                                              reason: "data [\(begin), \(begin) + \(bytes)) runs past the end of the file (\(file.size) bytes)")
             }
             spans.append((begin, begin + bytes, t.name))
             views.append(TensorView(name: t.name, dtype: dtype, shape: Array(t.ne.reversed()), data: file.base + begin, byteCount: bytes, owner: file))
@@ -268,6 +271,29 @@ public struct GGUFFile: @unchecked Sendable {
             guard n <= UInt64(max) else { throw GGUFError.truncated(file: file, at: offset, what: "\(what) \(n)") }
             return Int(n)
         }
+        /// A metadata key or tensor name: at most 65,535 bytes (the GGUF spec's key limit) of
+        /// printable UTF-8. A lying length would otherwise turn kilobytes of binary into a "name"
+        /// that every later error message prints.
+        mutating func name(_ what: String) throws -> String {
+            let start = offset
+            func corrupt(_ reason: String) -> GGUFError {
+                what == "tensor name" ? .invalidTensor(file: file, tensor: "<name at byte \(start)>", reason: reason)
+                    : .invalidMetadata(file: file, key: "<key at byte \(start)>", reason: reason)
+            }
+            let n = try u64(what)
+            guard n <= 65_535 else { throw corrupt("a \(what) of \(n) bytes (at most 65535): the length is corrupt") }
+            offset = start
+            let s = try string(what)
+            let bad = s.unicodeScalars.contains { $0 == "\u{FFFD}" || $0.properties.generalCategory == .control }
+            guard !bad, !s.isEmpty else {
+                let shown = String(String.UnicodeScalarView(s.unicodeScalars.prefix(32).map {
+                    $0.properties.generalCategory == .control || $0 == "\u{FFFD}" ? "?" : $0 }))
+                throw corrupt("the \(n) bytes of the \(what) are not printable text (\"\(shown)\"\(s.unicodeScalars.count > 32 ? "…" : "")): "
+                    + "its length or the file is corrupt")
+            }
+            return s
+        }
+
         mutating func string(_ what: @autoclosure () -> String) throws -> String {
             let n = try u64(what())
             guard n <= UInt64(size - offset) else { throw GGUFError.truncated(file: file, at: offset, what: what()) }
@@ -293,9 +319,20 @@ public struct GGUFFile: @unchecked Sendable {
             case 9:
                 guard depth < 4 else { throw GGUFError.invalidMetadata(file: file, key: key, reason: "arrays nested too deeply") }
                 let et = try u32(what)
-                let n = try count(what, max: size - offset)
+                // Every element takes at least `minBytes` of the file: a count the rest of the
+                // file cannot hold is refused before anything is reserved for it.
+                let minBytes: Int
+                switch et {
+                case 0, 1, 7: minBytes = 1
+                case 2, 3: minBytes = 2
+                case 4, 5, 6: minBytes = 4
+                case 8, 10, 11, 12: minBytes = 8
+                case 9: minBytes = 12
+                default: throw GGUFError.invalidMetadata(file: file, key: key, reason: "unknown array element type \(et)")
+                }
+                let n = try count(what, max: max(0, size - offset - 8) / minBytes)
                 var items: [GGUFValue] = []
-                items.reserveCapacity(n)
+                items.reserveCapacity(min(n, 1 << 16))
                 for _ in 0..<n { items.append(try value(type: et, key: key, depth: depth + 1)) }
                 return .array(et, items)
             case 10: return .uint64(try load(UInt64.self, what))

@@ -99,12 +99,23 @@ extension ModelConfig {
         }
         let heads = try g.int("\(arch).attention.head_count")
         let hidden = try g.int("\(arch).embedding_length")
+        // The block count sizes every per-layer table: checked against the layers whose
+        // tensors the file holds before anything is built from it.
+        let blocks = try g.int("\(arch).block_count")
+        let present = Set(g.tensors.compactMap { t -> Int? in
+            let parts = t.name.split(separator: ".", maxSplits: 2)
+            return parts.count == 3 && parts[0] == "blk" ? Int(parts[1]) : nil
+        })
+        guard blocks == present.count, present.allSatisfy({ $0 >= 0 && $0 < blocks }) else {
+            let held = present.isEmpty ? "no blk.N tensors" : "tensors for \(present.count) block\(present.count == 1 ? "" : "s") (blk.\(present.min()!) … blk.\(present.max()!))"
+            throw ModelError.invalidConfig(file: g.path, reason: "metadata '\(arch).block_count' is \(blocks) but the file holds \(held)")
+        }
         var obj: [String: JSONValue] = [
             "architectures": .array([.string(hfArch)]),
             "model_type": .string(arch),
             "hidden_size": .int(hidden),
             "intermediate_size": .int(try g.int("\(arch).feed_forward_length")),
-            "num_hidden_layers": .int(try g.int("\(arch).block_count")),
+            "num_hidden_layers": .int(blocks),
             "num_attention_heads": .int(heads),
             "num_key_value_heads": .int(g.metadata["\(arch).attention.head_count_kv"]?.int ?? heads),
             "rms_norm_eps": .double(try g.double("\(arch).attention.layer_norm_rms_epsilon")),
@@ -119,7 +130,15 @@ extension ModelConfig {
         for (key, hf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")] {
             if let v = g.metadata["tokenizer.ggml.\(key)"]?.int { obj[hf] = .int(v) }
         }
-        return try ModelConfig.parse(object: obj, file: g.path)
+        let keyNames = [
+            "hidden_size": "\(arch).embedding_length", "intermediate_size": "\(arch).feed_forward_length",
+            "num_hidden_layers": "\(arch).block_count", "num_attention_heads": "\(arch).attention.head_count",
+            "num_key_value_heads": "\(arch).attention.head_count_kv", "head_dim": "\(arch).attention.key_length",
+            "rms_norm_eps": "\(arch).attention.layer_norm_rms_epsilon", "rope_theta": "\(arch).rope.freq_base",
+            "vocab_size": g.metadata["\(arch).vocab_size"] == nil ? "token_embd.weight rows" : "\(arch).vocab_size",
+            "max_position_embeddings": "\(arch).context_length",
+        ]
+        return try ModelConfig.parse(object: obj, file: g.path, keyNames: keyNames)
     }
 }
 

@@ -131,13 +131,16 @@ extension TransformerModel {
         let V = c.vocabSize
         if m == 1 {
             // Decode: the lm_head writes straight into the returned array.
-            return [[Float](unsafeUninitializedCapacity: V) { buf, n in
+            let out = [[Float](unsafeUninitializedCapacity: V) { buf, n in
                 lmHead(h, rows: 1, logits: buf.baseAddress!)
                 n = V
             }]
+            try checkFiniteLogits(out)
+            return out
         }
         var logits = [Float](repeating: 0, count: m * V)
         logits.withUnsafeMutableBufferPointer { lmHead(h, rows: m, logits: $0.baseAddress!) }
+        try checkFiniteLogits([logits])
         return (0..<m).map { Array(logits[($0 * V)..<(($0 + 1) * V)]) }
     }
 }

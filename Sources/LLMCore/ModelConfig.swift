@@ -89,16 +89,30 @@ public struct ModelConfig: Sendable {
         return try parse(object: obj, file: file)
     }
 
-    /// A config from config.json's top-level object.
-    public static func parse(object obj: [String: JSONValue], file: String) throws -> ModelConfig {
+    /// A config from config.json's top-level object. Every size is checked against
+    /// `Limits` (and their products for overflow) before anything can be sized from it.
+    /// - Parameter keyNames: the names to print for config.json keys (GGUF metadata keys when
+    ///   the object was made from a GGUF file's metadata).
+    public static func parse(object obj: [String: JSONValue], file: String, keyNames: [String: String] = [:]) throws -> ModelConfig {
+        func name(_ key: String) -> String { keyNames[key] ?? key }
 
         func int(_ key: String, default def: Int? = nil) throws -> Int {
             if let v = obj[key], !v.isNull {
-                guard let i = v.int, i >= 0 else { throw ModelError.invalidConfig(file: file, reason: "'\(key)' must be a non-negative integer") }
+                guard let i = v.int, i >= 0 else {
+                    throw ModelError.invalidConfig(file: file, reason: "'\(name(key))' must be a non-negative integer, found \(v.serialized(pretty: false))")
+                }
                 return i
             }
             if let def { return def }
-            throw ModelError.invalidConfig(file: file, reason: "missing '\(key)'")
+            throw ModelError.invalidConfig(file: file, reason: "missing '\(name(key))'")
+        }
+        /// A size in `range` (checked before any product of sizes is formed).
+        func size(_ key: String, _ range: ClosedRange<Int>, default def: Int? = nil) throws -> Int {
+            let v = try int(key, default: def)
+            guard range.contains(v) else {
+                throw ModelError.invalidConfig(file: file, reason: "'\(name(key))' is \(v); expected \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
         }
         func double(_ key: String, in o: [String: JSONValue]? = nil) -> Double? { (o ?? obj)[key]?.double }
 
@@ -120,15 +134,22 @@ public struct ModelConfig: Sendable {
             throw ModelError.unsupported(file: file, reason: "\(what); supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM")
         }
 
-        let hidden = try int("hidden_size")
-        let heads = try int("num_attention_heads")
-        let kvHeads = try int("num_key_value_heads", default: heads)
-        guard heads > 0, hidden > 0 else { throw ModelError.invalidConfig(file: file, reason: "hidden_size and num_attention_heads must be positive") }
-        guard kvHeads > 0, heads % kvHeads == 0 else {
-            throw ModelError.invalidConfig(file: file, reason: "num_attention_heads (\(heads)) must be a multiple of num_key_value_heads (\(kvHeads))")
+        typealias L = Limits
+        let hidden = try size("hidden_size", 1...L.hiddenSize)
+        let heads = try size("num_attention_heads", 1...L.heads)
+        let kvHeads = try size("num_key_value_heads", 1...L.heads, default: heads)
+        guard heads % kvHeads == 0 else {
+            throw ModelError.invalidConfig(file: file, reason: "\(name("num_attention_heads")) (\(heads)) must be a multiple of \(name("num_key_value_heads")) (\(kvHeads))")
         }
-        let headDim = try int("head_dim", default: hidden / heads)
-        guard headDim > 0, headDim % 2 == 0 else { throw ModelError.invalidConfig(file: file, reason: "head_dim \(headDim) must be positive and even for RoPE") }
+        let headDim = try size("head_dim", 1...L.headDim, default: max(hidden / heads, 1))
+        guard headDim % 2 == 0 else { throw ModelError.invalidConfig(file: file, reason: "\(name("head_dim")) \(headDim) must be even for RoPE") }
+        guard heads * headDim <= L.projectionWidth else {
+            throw ModelError.invalidConfig(file: file, reason: "\(name("num_attention_heads")) × \(name("head_dim")) = \(heads) × \(headDim) is more than \(L.projectionWidth)")
+        }
+        let intermediate = try size("intermediate_size", 1...L.intermediateSize)
+        let layers = try size("num_hidden_layers", 1...L.layers)
+        let vocab = try size("vocab_size", 1...L.vocabSize)
+        let maxPositions = try size("max_position_embeddings", 1...L.positions, default: 4096)
 
         if let act = obj["hidden_act"]?.string, act != "silu" {
             throw ModelError.unsupported(file: file, reason: "hidden_act '\(act)' (only silu/SwiGLU)")
@@ -151,6 +172,10 @@ public struct ModelConfig: Sendable {
                 guard let f = double("factor", in: s), let lo = double("low_freq_factor", in: s),
                       let hi = double("high_freq_factor", in: s), let om = s["original_max_position_embeddings"]?.int
                 else { throw ModelError.invalidConfig(file: file, reason: "llama3 rope scaling needs factor, low_freq_factor, high_freq_factor, original_max_position_embeddings") }
+                guard f.isFinite, f > 0, lo.isFinite, lo > 0, hi.isFinite, hi > lo, (1...L.positions).contains(om) else {
+                    throw ModelError.invalidConfig(file: file, reason: "llama3 rope scaling: expected factor > 0, 0 < low_freq_factor < high_freq_factor "
+                                                   + "and original_max_position_embeddings in 1...\(L.positions); found \(f), \(lo), \(hi), \(om)")
+                }
                 scaling = Llama3RopeScaling(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositionEmbeddings: om)
             default:
                 throw ModelError.unsupported(file: file, reason: "rope scaling type '\(type)' (supported: default, llama3)")
@@ -171,19 +196,48 @@ public struct ModelConfig: Sendable {
         let dtypeName = obj["torch_dtype"]?.string ?? obj["dtype"]?.string
         let dtype: DType? = dtypeName.flatMap { n in DType.allCases.first { $0.torchName == n } }
         let qkvBias = family.defaultQKVBias || (obj["attention_bias"]?.bool ?? false)
+        let eps = double("rms_norm_eps") ?? 1e-6
+        guard eps.isFinite, eps >= 0 else { throw ModelError.invalidConfig(file: file, reason: "'\(name("rms_norm_eps"))' is \(eps); expected a finite number ≥ 0") }
+        guard ropeTheta.isFinite, ropeTheta > 0 else { throw ModelError.invalidConfig(file: file, reason: "'\(name("rope_theta"))' is \(ropeTheta); expected a finite number > 0") }
 
-        return ModelConfig(
+        let config = ModelConfig(
             family: family, architecture: architecture,
-            hiddenSize: hidden, intermediateSize: try int("intermediate_size"),
-            numLayers: try int("num_hidden_layers"), numHeads: heads, numKVHeads: kvHeads, headDim: headDim,
-            vocabSize: try int("vocab_size"),
-            rmsNormEps: Float(double("rms_norm_eps") ?? 1e-6),
+            hiddenSize: hidden, intermediateSize: intermediate,
+            numLayers: layers, numHeads: heads, numKVHeads: kvHeads, headDim: headDim,
+            vocabSize: vocab,
+            rmsNormEps: Float(eps),
             ropeTheta: ropeTheta, ropeScaling: scaling,
             tieWordEmbeddings: obj["tie_word_embeddings"]?.bool ?? false,
             qkvBias: qkvBias,
-            maxPositionEmbeddings: try int("max_position_embeddings", default: 4096),
+            maxPositionEmbeddings: maxPositions,
             bosTokenId: ids("bos_token_id").first, eosTokenIds: ids("eos_token_id"),
             padTokenId: ids("pad_token_id").first, dtype: dtype, raw: obj)
+        // Each size is bounded above; their products (the parameter count, and the bytes of
+        // the base in the widest dtype) must still fit a 64-bit count.
+        guard let params = config.checkedParameterCount, Checked.mul(params, 8) != nil else {
+            throw ModelError.invalidConfig(file: file, reason: "the sizes (\(layers) layers, hidden \(hidden), MLP \(intermediate), "
+                                           + "vocab \(vocab)) describe more parameters than a 64-bit count of bytes holds")
+        }
+        return config
+    }
+
+    // MARK: - Size limits
+
+    /// Upper bounds on the sizes read from config.json or GGUF metadata: far above any model
+    /// published (the largest dense models have hidden 16384, MLP 53248, 126 layers, 128 heads,
+    /// head_dim 256, vocabularies of 256k and contexts of 10M), and low enough that no product
+    /// of two of them overflows and an absurd value is refused before it sizes an allocation.
+    public enum Limits {
+        public static let hiddenSize = 1 << 20
+        public static let intermediateSize = 1 << 22
+        public static let layers = 1 << 14
+        public static let heads = 1 << 14
+        public static let headDim = 1 << 14
+        /// `num_attention_heads × head_dim` (and so `num_key_value_heads × head_dim`).
+        public static let projectionWidth = 1 << 22
+        public static let vocabSize = 1 << 24
+        /// `max_position_embeddings` (GGUF stores it as a u32).
+        public static let positions = Int(Int32.max)
     }
 
     // MARK: - Parameter names and counts
@@ -223,8 +277,85 @@ public struct ModelConfig: Sendable {
         return out
     }
 
-    /// Total parameters, from the config alone.
-    public var parameterCount: Int { expectedTensors().reduce(0) { $0 + $1.shape.reduce(1, *) } }
+    /// Total parameters, from the config alone (`Int.max` when the count overflows, which a
+    /// parsed config never does).
+    public var parameterCount: Int { checkedParameterCount ?? .max }
+
+    /// Total parameters with checked arithmetic (nil on overflow), computed from the sizes
+    /// without listing the tensors: the same sum as the shapes of `expectedTensors()`.
+    public var checkedParameterCount: Int? {
+        var perLayer = Checked.mul(2, hiddenSize)   // input and post-attention norms
+        for p in Projection.allCases {
+            let s = shape(of: p)
+            perLayer = perLayer.flatMap { Checked.add($0, Checked.mul(s.out, s.in)) }
+            if qkvBias, p.hasQKVBias { perLayer = perLayer.flatMap { Checked.add($0, s.out) } }
+        }
+        if hasQKNorm { perLayer = perLayer.flatMap { Checked.add($0, Checked.mul(2, headDim)) } }
+        let embedding = Checked.mul(vocabSize, hiddenSize)
+        return Checked.add(Checked.mul(numLayers, perLayer), embedding, tieWordEmbeddings ? 0 : embedding, hiddenSize)
+    }
+
+    // MARK: - Memory estimates
+
+    /// Bytes of the activation arena of a full-sequence pass over `batch × seqLen` tokens (what
+    /// `Activations(config:batch:seqLen:checkpointing:)` allocates: per-layer saved activations,
+    /// the residual stream at every layer boundary, logits, RoPE tables and backward scratch),
+    /// with checked arithmetic: nil when it overflows.
+    public func activationBytes(batch: Int, seqLen: Int, checkpointing: Bool) -> Int? {
+        guard batch >= 0, seqLen >= 0, let n = Checked.mul(batch, seqLen) else { return nil }
+        let C = hiddenSize, Q = qDim, K = kvDim, I = intermediateSize
+        // LayerActivations: rstd1, rstd2; h1, xMid, h2; q, att; k, v; gate, up, act; probs.
+        var perLayer = Checked.add(Checked.mul(n, 2 + 3 * C + 2 * Q + 2 * K + 3 * I), Checked.mul(batch, numHeads, seqLen, seqLen))
+        if hasQKNorm { perLayer = Checked.add(perLayer, Checked.mul(n, Q + K + numHeads + numKVHeads)) }
+        // Residuals (L+1), rstdF, hF, logits, cos+sin, backward scratch (dResid, dH, dQ, dK, dV,
+        // dAtt, dGate, dUp, dAct) and Qwen3's head-norm copy.
+        var shared = Checked.add(Checked.mul(numLayers + 1, n, C), Checked.mul(n, 1 + C + headDim + 2 * C + 2 * Q + 2 * K + 3 * I),
+                                 Checked.mul(n, vocabSize))
+        if hasQKNorm { shared = Checked.add(shared, Checked.mul(n, max(Q, K))) }
+        return Checked.mul(4, Checked.add(Checked.mul(checkpointing ? 1 : numLayers, perLayer), shared))
+    }
+
+    /// Bytes of the KV cache of one sequence of `capacity` positions (f32 keys and values of
+    /// every layer), nil on overflow.
+    public func kvCacheBytes(capacity: Int) -> Int? {
+        guard capacity >= 0 else { return nil }
+        return Checked.mul(2 * 4, numLayers, capacity, kvDim)
+    }
+
+    /// Bytes of the base weights stored as `dtype` (nil on overflow; quantized dtypes: their
+    /// block size).
+    public func weightBytes(dtype: DType) -> Int? {
+        guard let n = checkedParameterCount else { return nil }
+        return dtype.isQuantized ? Checked.mul(n / dtype.blockElements + 1, dtype.blockBytes) : Checked.mul(n, dtype.byteSize)
+    }
+}
+
+// MARK: - Checked arithmetic
+
+/// Integer arithmetic for sizes that come from files or flags: nil instead of a trap when the
+/// result overflows (or an operand is already nil), so a caller can name what overflowed.
+public enum Checked {
+    public static func mul(_ factors: Int?...) -> Int? {
+        var r = 1
+        for f in factors {
+            guard let f else { return nil }
+            let (p, o) = r.multipliedReportingOverflow(by: f)
+            if o { return nil }
+            r = p
+        }
+        return r
+    }
+
+    public static func add(_ terms: Int?...) -> Int? {
+        var r = 0
+        for t in terms {
+            guard let t else { return nil }
+            let (s, o) = r.addingReportingOverflow(t)
+            if o { return nil }
+            r = s
+        }
+        return r
+    }
 }
 
 // MARK: - Tensor names

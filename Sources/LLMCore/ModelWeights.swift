@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The frozen base weights of a model, in their file dtype (memory-mapped safetensors or owned
 /// memory for random weights). Small tensors (norms, biases) are widened once at load; big
@@ -15,6 +18,16 @@ public final class ModelWeights: @unchecked Sendable {
         self.config = config
         self.views = views
         self.source = source
+        // Layers the weights hold beyond the config's count would be silently ignored: the
+        // config and the tensors disagree about the model (checked before listing the tensors).
+        let layerPrefix = "model.layers."
+        if let extra = views.keys.lazy.compactMap({ name -> Int? in
+            guard name.hasPrefix(layerPrefix) else { return nil }
+            let rest = name.dropFirst(layerPrefix.count)
+            return rest.firstIndex(of: ".").flatMap { Int(rest[..<$0]) }
+        }).filter({ $0 >= config.numLayers || $0 < 0 }).max() {
+            throw ModelError.invalidConfig(file: source, reason: "the weights hold layer \(extra) but the config says \(config.numLayers) layer\(config.numLayers == 1 ? "" : "s") (num_hidden_layers)")
+        }
         for (name, shape) in config.expectedTensors() {
             guard let v = views[name] else { throw ModelError.missingWeight(name: name, files: source) }
             guard v.shape == shape else { throw ModelError.shapeMismatch(name: name, expected: shape, found: v.shape, file: source) }
@@ -74,7 +87,17 @@ public final class ModelWeights: @unchecked Sendable {
 
     /// Random weights for a bare config (inspection, benchmarks): normal(0, 0.02)-like values
     /// from a seeded generator, norms at 1, stored as `dtype`.
-    public static func random(config: ModelConfig, dtype: DType = .bf16, seed: UInt64 = 0) throws -> ModelWeights {
+    /// Refused (before anything is allocated) when they would not fit in the memory this
+    /// process can use (`SystemMemory`); `file` names the config in that error.
+    public static func random(config: ModelConfig, dtype: DType = .bf16, seed: UInt64 = 0, file: String = "config.json") throws -> ModelWeights {
+        guard dtype == .f32 || dtype == .bf16 || dtype == .f16 else {
+            throw ModelError.invalidInput("random weights can be f32, bf16 or f16, not \(dtype.rawValue)")
+        }
+        let need = config.weightBytes(dtype: dtype)
+        if let problem = SystemMemory.shortfall(need) {
+            throw ModelError.invalidInput("\(file): random \(dtype.torchName) weights for this config (\(config.parameterCount) parameters) "
+                                          + "need \(SystemMemory.format(need)); \(problem)")
+        }
         var views: [String: TensorView] = [:]
         var rng = SplitMix64(seed: seed)
         for (name, shape) in config.expectedTensors() {
@@ -94,7 +117,7 @@ public final class ModelWeights: @unchecked Sendable {
                 let p = bytes.pointer.assumingMemoryBound(to: UInt16.self)
                 for i in 0..<n { p[i] = floatToF16(isNorm ? 1 : (rng.nextFloat() * 2 - 1) * a) }
             default:
-                throw ModelError.invalidInput("random weights can be f32, bf16 or f16, not \(dtype.rawValue)")
+                preconditionFailure("checked above")
             }
             views[name] = TensorView(name: name, dtype: dtype, shape: shape, data: bytes.pointer, byteCount: bytes.byteCount, owner: bytes)
         }
@@ -110,7 +133,50 @@ public final class ModelWeights: @unchecked Sendable {
         if isDir.boolValue { return try load(directory: URL(fileURLWithPath: path)) }
         if path.lowercased().hasSuffix(".gguf") { return try load(gguf: path) }
         let config = try ModelConfig.load(URL(fileURLWithPath: path))
-        return try random(config: config, dtype: randomDType)
+        return try random(config: config, dtype: randomDType, file: path)
+    }
+}
+
+// MARK: - Memory this process can use
+
+/// The memory a run may plan for: the smallest of the machine's physical memory, the
+/// cgroup's limit (a container's `memory.max`) and the address-space limit (`ulimit -v`).
+/// Sizes that come from files or flags are checked against it before they are allocated, so
+/// that a run which cannot fit is refused with the estimate instead of dying in the allocator.
+public enum SystemMemory {
+    /// Bytes and what limits them, e.g. `(25_275_662_336, "physical memory")`.
+    public static var available: (bytes: Int, source: String) {
+        var best = (bytes: Int.max, source: "no limit known")
+        func consider(_ b: Int?, _ source: String) { if let b, b > 0, b < best.bytes { best = (b, source) } }
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
+        if pages > 0, pageSize > 0 { consider(Checked.mul(pages, pageSize), "physical memory") }
+        for (path, name) in [("/sys/fs/cgroup/memory.max", "the cgroup's memory.max"),
+                             ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "the cgroup's memory limit")] {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8),
+               let v = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) { consider(v, name) }
+        }
+        var lim = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &lim) == 0, lim.rlim_cur < rlim_t(Int.max) {
+            consider(Int(lim.rlim_cur), "the address-space limit (ulimit -v)")
+        }
+        return best
+    }
+
+    /// nil when `bytes` fits in what is available, else why not ("this process can use 24.7 GB
+    /// (physical memory)"; an overflowing estimate — nil `bytes` — never fits).
+    public static func shortfall(_ bytes: Int?) -> String? {
+        let a = available
+        guard let bytes else { return "no process can allocate that" }
+        return bytes <= a.bytes ? nil : "this process can use \(format(a.bytes)) (\(a.source))"
+    }
+
+    /// `25.60 GB` (decimal units, as `inspect` prints them); "an overflowing number of bytes" for nil.
+    public static func format(_ bytes: Int?) -> String {
+        guard let bytes else { return "more bytes than a 64-bit count holds" }
+        let b = Double(bytes)
+        if b >= 1e12 { return String(format: "%.2f TB", b / 1e12) }
+        if b >= 1e9 { return String(format: "%.2f GB", b / 1e9) }
+        return String(format: "%.1f MB", b / 1e6)
     }
 }
 

@@ -307,6 +307,11 @@ public final class TransformerModel: @unchecked Sendable {
     public func forward(_ input: ModelInput, acts: Activations, training: Bool, targets: [Int32]? = nil) throws {
         precondition(acts.fits(input), "activations sized for [\(acts.batch), \(acts.seqLen)] cannot hold [\(input.batch), \(input.seqLen)]")
         try validate(tokens: input.tokens)
+        // A target indexes a logit column in the loss: one past the vocabulary reads (and
+        // writes the gradient of) memory that is not the logits.
+        if let bad = targets?.first(where: { Int($0) >= config.vocabSize }) {
+            throw ModelError.invalidInput("target id \(bad) is outside the vocabulary [0, \(config.vocabSize))")
+        }
         beginPass()
         let c = config, n = input.rows
         embed(input.tokens, into: acts.residuals[0].pointer)

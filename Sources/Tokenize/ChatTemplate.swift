@@ -11,6 +11,14 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
     case runtime(line: Int, column: Int, message: String)
     /// The template called `raise_exception(message)`.
     case raised(message: String, line: Int, column: Int)
+    /// Rendering was stopped by one of the `JinjaLimits` (a runaway template: output, string or
+    /// list too large, values nested too deep, too many loop iterations, too slow). `file` names
+    /// where the template came from, when known (`ChatTemplate.origin`).
+    case limitExceeded(file: String?, line: Int, column: Int, message: String)
+
+    /// Whether this is `limitExceeded`: a property of the template, not of the conversation, so
+    /// callers stop rather than skip the record that triggered it.
+    public var isLimit: Bool { if case .limitExceeded = self { return true }; return false }
 
     public var description: String {
         switch self {
@@ -20,6 +28,9 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
             return "chat template line \(line), column \(column): \(message)"
         case let .raised(message, line, column):
             return "chat template line \(line), column \(column): raise_exception: \(message)"
+        case let .limitExceeded(file, line, column, message):
+            return "chat template \(file.map { "\($0) " } ?? "")line \(line), column \(column): rendering stopped: \(message) "
+                + "(a runaway template: a loop that never ends or a value that grows without bound)"
         }
     }
 }
@@ -38,15 +49,26 @@ public enum ChatTemplateError: Error, CustomStringConvertible, Equatable {
 /// `raw`, `generation`; Python literals, operators, subscripts and slices, string/dict
 /// methods and jinja2's common filters and tests. Macros, `call`, `with`, filter blocks,
 /// includes and inheritance are rejected with a `.syntax` error; tuples behave as lists.
+///
+/// Every rendering runs under `limits` (`JinjaLimits`: output and string size, list size,
+/// nesting, loop iterations, time), so a runaway template fails with `.limitExceeded` naming
+/// `origin` instead of exhausting memory or hanging.
 public struct ChatTemplate: Sendable, Equatable {
     /// The Jinja source.
     public let source: String
+    /// Where the template was read from (`model/chat_template.jinja`,
+    /// `model/tokenizer_config.json (chat_template)`, `model.gguf (tokenizer.chat_template)`),
+    /// named by `limitExceeded` errors; nil when it was given as text.
+    public var origin: String?
+    /// What one rendering may spend (`JinjaLimits.default` unless changed).
+    public var limits = JinjaLimits.default
     private let nodes: [JinjaNode]
 
     /// Parses `source`. Throws `ChatTemplateError.syntax` naming the line, column and what was
     /// expected.
-    public init(source: String) throws {
+    public init(source: String, origin: String? = nil) throws {
         self.source = source
+        self.origin = origin
         nodes = try JinjaParser.parse(source)
     }
 
@@ -72,7 +94,13 @@ public struct ChatTemplate: Sendable, Equatable {
 
     /// Renders with exactly these top-level variables (the globals `raise_exception`,
     /// `strftime_now`, `namespace`, `dict` and `range` are always there).
+    /// - Throws: `ChatTemplateError`; `.limitExceeded` (naming `origin`) when the rendering
+    ///   reaches one of `limits`.
     public func render(context: [String: JinjaValue]) throws -> String {
-        try JinjaRenderer(context: context).render(nodes)
+        do {
+            return try JinjaRenderer(context: context, limits: limits).render(nodes)
+        } catch let ChatTemplateError.limitExceeded(_, line, column, message) {
+            throw ChatTemplateError.limitExceeded(file: origin, line: line, column: column, message: message)
+        }
     }
 }

@@ -36,7 +36,7 @@ enum JinjaMethods {
             call = { a in
                 guard let x = a.get(0, "value") else { throw JinjaRuntimeError("list.\(name)() takes exactly one argument") }
                 if name == "count" { return .int(items.filter { $0 == x }.count) }
-                guard let i = items.firstIndex(where: { $0 == x }) else { throw JinjaRuntimeError("\(x.repr) is not in list") }
+                guard let i = items.firstIndex(where: { $0 == x }) else { throw JinjaRuntimeError("\(x.shortRepr) is not in list") }
                 return .int(i)
             }
         case .list, .dict:
@@ -71,13 +71,13 @@ enum JinjaMethods {
         }
         func all(_ p: (Unicode.Scalar) -> Bool) -> JinjaValue { .bool(!u.isEmpty && u.allSatisfy(p)) }
         switch name {
-        case "upper": return .string(s.uppercased())
-        case "lower": return .string(s.lowercased())
-        case "swapcase": return .string(text(u.flatMap { c -> [Unicode.Scalar] in
+        case "upper": return try checked(s.uppercased(), "str.upper()")
+        case "lower": return try checked(s.lowercased(), "str.lower()")
+        case "swapcase": return try checked(text(u.flatMap { c -> [Unicode.Scalar] in
             let t = String(c)
             return Array((c.properties.isUppercase ? t.lowercased() : c.properties.isLowercase ? t.uppercased() : t).unicodeScalars)
-        }))
-        case "title", "capitalize": return .string(titleCase(s, onlyFirst: name == "capitalize"))
+        }), "str.swapcase()")
+        case "title", "capitalize": return try checked(titleCase(s, onlyFirst: name == "capitalize"), "str.\(name)()")
         case "strip", "lstrip", "rstrip":
             return .string(text(strip(u, chars: try string(0, "chars"), left: name != "rstrip", right: name != "lstrip")))
         case "startswith", "endswith":
@@ -99,9 +99,9 @@ enum JinjaMethods {
             let parts = try split(u, separator: string(0, "sep"), maxSplit: int(1, "maxsplit") ?? -1, fromRight: name == "rsplit")
             return .list(parts.map { .string(text($0)) })
         case "splitlines":
-            return .list(splitLines(u, keepEnds: a.get(0, "keepends")?.truthy ?? false).map { .string(text($0)) })
+            return .list(try splitLines(u, keepEnds: a.get(0, "keepends")?.truthy ?? false).map { .string(text($0)) })
         case "replace":
-            return .string(text(replace(u, try required(0, "old"), try required(1, "new"), count: try int(2, "count") ?? -1)))
+            return .string(text(try replace(u, try required(0, "old"), try required(1, "new"), count: try int(2, "count") ?? -1)))
         case "find", "rfind", "index", "rindex", "count":
             let sub = try required(0, "sub")
             let (lo, hi) = try range(u.count, int(1, "start"), int(2, "end"))
@@ -116,10 +116,12 @@ enum JinjaMethods {
             return .int(-1)
         case "join":
             let items = try JinjaRenderer.iterate(a.get(0, "iterable") ?? .list([]))
-            return .string(try items.map { v -> String in
+            let parts = try items.map { v -> String in
                 guard case let .string(t) = v else { throw JinjaRuntimeError("sequence item: expected str instance, \(v.typeName) found") }
                 return t
-            }.joined(separator: s))
+            }
+            try JinjaBudget.checkString(bytes: joinedBytes(parts, separator: s), "str.join()")
+            return .string(parts.joined(separator: s))
         case "isdigit": return all { $0.properties.numericType != nil && $0.properties.numericType != .numeric }
         case "isalpha": return all { $0.properties.isAlphabetic }
         case "isalnum": return all { $0.properties.isAlphabetic || $0.properties.numericType != nil }
@@ -127,6 +129,25 @@ enum JinjaMethods {
         case "islower": return .bool(u.contains { $0.properties.isLowercase } && !u.contains { $0.properties.isUppercase })
         default: return .bool(u.contains { $0.properties.isUppercase } && !u.contains { $0.properties.isLowercase })
         }
+    }
+
+    /// A string the template built, within the rendering's string limit (case mappings can
+    /// make a string up to three times longer).
+    static func checked(_ s: String, _ what: String) throws -> JinjaValue {
+        try JinjaBudget.checkString(bytes: s.utf8.count, "the result of \(what)")
+        return .string(s)
+    }
+
+    /// UTF-8 bytes of `parts` joined with `separator` (overflow-safe).
+    static func joinedBytes(_ parts: [String], separator: String) -> Int {
+        var total = parts.isEmpty ? 0 : (parts.count - 1).multipliedReportingOverflow(by: separator.utf8.count).partialValue
+        if !parts.isEmpty, (parts.count - 1).multipliedReportingOverflow(by: separator.utf8.count).overflow { return .max }
+        for p in parts {
+            let (t, o) = total.addingReportingOverflow(p.utf8.count)
+            if o { return .max }
+            total = t
+        }
+        return total
     }
 
     /// Python's clamping of `start`/`end` arguments to `[0, count]`.
@@ -139,26 +160,48 @@ enum JinjaMethods {
 
     /// The first offset of `needle` in `hay` at or after `from`.
     static func find(_ hay: [Unicode.Scalar], _ needle: [Unicode.Scalar], from: Int = 0) -> Int? {
-        guard needle.count <= hay.count - from else { return nil }
+        guard from >= 0, needle.count <= hay.count - from else { return nil }
         if needle.isEmpty { return from }
-        var i = from
-        while i + needle.count <= hay.count {
-            if hay[i] == needle[0] && hay[i..<(i + needle.count)].elementsEqual(needle) { return i }
-            i += 1
-        }
-        return nil
+        var hit: Int?
+        search(hay, needle, from: from) { hit = $0; return false }
+        return hit
     }
 
     /// Offsets of `needle` in `hay`, non-overlapping from the left unless `overlapping`.
     private static func occurrences(_ hay: [Unicode.Scalar], _ needle: [Unicode.Scalar], overlapping: Bool = false) -> [Int] {
+        if needle.isEmpty { return Array(0...hay.count) }
         var hits: [Int] = []
-        var i = 0
-        while let j = find(hay, needle, from: i) {
-            hits.append(j)
-            i = j + (overlapping || needle.isEmpty ? 1 : needle.count)
-            if i > hay.count { break }
+        var next = 0
+        search(hay, needle, from: 0) { j in
+            if overlapping || j >= next { hits.append(j); next = j + needle.count }
+            return true
         }
         return hits
+    }
+
+    /// Knuth–Morris–Pratt: calls `hit` with the offset of every (overlapping) match of a
+    /// non-empty `needle` at or after `from` until it returns false, in O(hay + needle) time
+    /// (the naive scan is O(hay · needle), which a template can make take hours).
+    private static func search(_ hay: [Unicode.Scalar], _ needle: [Unicode.Scalar], from: Int, _ hit: (Int) -> Bool) {
+        let m = needle.count
+        var fail = [Int](repeating: 0, count: m)
+        var k = 0
+        for i in 1..<max(m, 1) {
+            while k > 0 && needle[i] != needle[k] { k = fail[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            fail[i] = k
+        }
+        k = 0
+        var i = from
+        while i < hay.count {
+            while k > 0 && hay[i] != needle[k] { k = fail[k - 1] }
+            if hay[i] == needle[k] { k += 1 }
+            if k == m {
+                guard hit(i - m + 1) else { return }
+                k = fail[k - 1]
+            }
+            i += 1
+        }
     }
 
     /// `str.strip/lstrip/rstrip(chars)`: whitespace when `chars` is nil.
@@ -178,6 +221,26 @@ enum JinjaMethods {
                 .reversed().map { $0.reversed() }
         }
         var parts: [[Unicode.Scalar]] = []
+        let maxItems = JinjaBudget.limits.maxItems
+        // The number of parts is counted before any is built.
+        var count = 1
+        if let sep = separator, !sep.isEmpty {
+            var next = 0
+            search(u, sep, from: 0) { j in
+                if j >= next { count += 1; next = j + sep.count }
+                return count <= maxItems
+            }
+        } else if separator == nil {
+            count = 0
+            var inWord = false
+            for c in u {
+                let space = isPythonSpace(c.value)
+                if !space && !inWord { count += 1 }
+                inWord = !space
+                if count > maxItems { break }
+            }
+        }
+        if maxSplit < 0 || maxSplit >= maxItems { try JinjaBudget.checkItems(count, "str.split()") }
         guard let sep = separator else {
             var i = 0
             while true {
@@ -189,6 +252,7 @@ enum JinjaMethods {
                 }
                 let start = i
                 while i < u.count, !isPythonSpace(u[i].value) { i += 1 }
+                try JinjaBudget.checkItems(parts.count + 1, "str.split()")
                 parts.append(Array(u[start..<i]))
             }
             return parts
@@ -196,6 +260,7 @@ enum JinjaMethods {
         guard !sep.isEmpty else { throw JinjaRuntimeError("empty separator") }
         var start = 0
         while maxSplit < 0 || parts.count < maxSplit, let j = find(u, sep, from: start) {
+            if parts.count >= maxItems { try JinjaBudget.checkItems(parts.count + 1, "str.split()") }
             parts.append(Array(u[start..<j]))
             start = j + sep.count
         }
@@ -204,12 +269,17 @@ enum JinjaMethods {
     }
 
     /// `str.splitlines(keepends)` with Python's line boundaries.
-    static func splitLines(_ u: [Unicode.Scalar], keepEnds: Bool = false) -> [[Unicode.Scalar]] {
+    static func splitLines(_ u: [Unicode.Scalar], keepEnds: Bool = false) throws -> [[Unicode.Scalar]] {
         let breaks: Set<UInt32> = [0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029]
+        // At most one line per break plus one: counted before any is built.
+        var lineBreaks = 0
+        for (k, c) in u.enumerated() where breaks.contains(c.value) && !(c == "\n" && k > 0 && u[k - 1] == "\r") { lineBreaks += 1 }
+        try JinjaBudget.checkItems(lineBreaks, "str.splitlines()")
         var lines: [[Unicode.Scalar]] = []
         var start = 0, i = 0
         while i < u.count {
             guard breaks.contains(u[i].value) else { i += 1; continue }
+            try JinjaBudget.checkItems(lines.count + 1, "str.splitlines()")
             var end = i + 1
             if u[i] == "\r", end < u.count, u[end] == "\n" { end += 1 }
             lines.append(Array(u[start..<(keepEnds ? end : i)]))
@@ -221,7 +291,22 @@ enum JinjaMethods {
     }
 
     /// `str.replace(old, new, count)`; an empty `old` inserts `new` around every code point.
-    static func replace(_ u: [Unicode.Scalar], _ old: [Unicode.Scalar], _ new: [Unicode.Scalar], count: Int) -> [Unicode.Scalar] {
+    /// The result's size is checked against the rendering's limit before it is built.
+    static func replace(_ u: [Unicode.Scalar], _ old: [Unicode.Scalar], _ new: [Unicode.Scalar], count: Int) throws -> [Unicode.Scalar] {
+        let bytes = { (s: [Unicode.Scalar]) in s.reduce(0) { $0 + UTF8.width($1) } }
+        let (newBytes, oldBytes) = (bytes(new), bytes(old))
+        if newBytes > oldBytes {
+            var n = 0
+            if old.isEmpty {
+                n = u.count + 1
+            } else {
+                search(u, old, from: 0) { _ in n += 1; return true }   // an upper bound (overlaps counted)
+            }
+            if count >= 0 { n = min(n, count) }
+            let (grow, o1) = n.multipliedReportingOverflow(by: newBytes - oldBytes)
+            let (total, o2) = bytes(u).addingReportingOverflow(grow)
+            try JinjaBudget.checkString(bytes: o1 || o2 ? .max : total, "the result of replace()")
+        }
         var out: [Unicode.Scalar] = []
         var i = 0, done = 0
         while count < 0 || done < count, let j = find(u, old, from: i), j <= u.count {
@@ -270,7 +355,7 @@ enum JinjaFilters {
         func attribute(_ item: JinjaValue, _ path: JinjaValue) throws -> JinjaValue {
             // `attribute="a.b"` walks dotted paths; integers index.
             if let i = path.integer { return try JinjaRenderer.item(item, .int(i)) }
-            return try path.str.split(separator: ".").reduce(item) { try JinjaRenderer.item($0, .string(String($1))) }
+            return try path.limitedStr().split(separator: ".").reduce(item) { try JinjaRenderer.item($0, .string(String($1))) }
         }
         func key(_ item: JinjaValue, caseSensitive: Bool) -> JinjaValue {
             if !caseSensitive, case let .string(s) = item { return .string(s.lowercased()) }
@@ -295,8 +380,8 @@ enum JinjaFilters {
         let caseSensitive = a.keyword["case_sensitive"]?.truthy ?? false
         switch name {
         case "trim":
-            let chars = a.get(0, "chars").flatMap { $0 == .none ? nil : Array($0.str.unicodeScalars) }
-            return .string(String(String.UnicodeScalarView(JinjaMethods.strip(Array(v.str.unicodeScalars), chars: chars))))
+            let chars = try a.get(0, "chars").flatMap { $0 == .none ? nil : Array(try $0.limitedStr().unicodeScalars) }
+            return .string(String(String.UnicodeScalarView(JinjaMethods.strip(Array(try v.limitedStr().unicodeScalars), chars: chars))))
         case "length", "count":
             return .int(try JinjaRenderer.length(v))
         case "tojson":
@@ -306,6 +391,7 @@ enum JinjaFilters {
                 case let .string(s): return s
                 default:
                     guard let n = i.integer else { throw JinjaRuntimeError("tojson: indent must be an integer or a string") }
+                    try JinjaBudget.checkString(bytes: n, "tojson's indent")
                     return String(repeating: " ", count: max(n, 0))
                 }
             }
@@ -319,7 +405,7 @@ enum JinjaFilters {
             return .string(try PythonFormat.json(v, ascii: a.get(0, "ensure_ascii")?.truthy ?? false, indent: indent,
                                                  separators: separators, sortKeys: a.get(3, "sort_keys")?.truthy ?? false))
         case "string":
-            return .string(v.str)
+            return .string(try v.limitedStr())
         case "default", "d":
             let fallback = a.get(0, "default_value") ?? .string("")
             return v.isUndefined || ((a.get(1, "boolean")?.truthy ?? false) && !v.truthy) ? fallback : v
@@ -327,30 +413,36 @@ enum JinjaFilters {
             var items = try JinjaRenderer.iterate(v)
             if name == "last" { items.reverse() }
             return items.first ?? .undefined(hint: "No \(name) item, sequence was empty.")
-        case "lower": return .string(v.str.lowercased())
-        case "upper": return .string(v.str.uppercased())
-        case "capitalize": return .string(JinjaMethods.titleCase(v.str, onlyFirst: true))
+        case "lower": return try JinjaMethods.checked(try v.limitedStr().lowercased(), "lower")
+        case "upper": return try JinjaMethods.checked(try v.limitedStr().uppercased(), "upper")
+        case "capitalize": return try JinjaMethods.checked(JinjaMethods.titleCase(try v.limitedStr(), onlyFirst: true), "capitalize")
         case "title":
             // jinja2 do_title: words start after runs of `-`, whitespace, `(`, `{`, `[`, `<`
             // (not after apostrophes, unlike str.title()).
             var out = ""
             var wordStart = true
-            for c in v.str.unicodeScalars {
+            for c in try v.limitedStr().unicodeScalars {
                 let separator = isPythonSpace(c.value) || "-({[<".unicodeScalars.contains(c)
                 out += wordStart || separator ? String(c).uppercased() : String(c).lowercased()
                 wordStart = separator
             }
-            return .string(out)
+            return try JinjaMethods.checked(out, "title")
         case "items":
             switch v {
             case .undefined: return .list([])
-            case let .dict(d): return .list(d.pairs.map { .list([.string($0.0), $0.1]) })
+            case let .dict(d):
+                let pairs = JinjaValue.list(d.pairs.map { .list([.string($0.0), $0.1]) })
+                try JinjaBudget.checkNesting(pairs, extra: 0)
+                return pairs
             default: throw JinjaRuntimeError("Can only get item pairs from a mapping.")
             }
         case "join":
             var items = try JinjaRenderer.iterate(v)
             if let path = a.get(1, "attribute"), !(path == .none) { items = try items.map { try attribute($0, path) } }
-            return .string(items.map(\.str).joined(separator: a.get(0, "d")?.str ?? ""))
+            let parts = try items.map { try $0.limitedStr() }
+            let separator = try a.get(0, "d")?.limitedStr() ?? ""
+            try JinjaBudget.checkString(bytes: JinjaMethods.joinedBytes(parts, separator: separator), "the result of join")
+            return .string(parts.joined(separator: separator))
         case "list": return .list(try JinjaRenderer.iterate(v))
         case "reverse":
             if case let .string(s) = v { return .string(String(String.UnicodeScalarView(s.unicodeScalars.reversed()))) }
@@ -358,7 +450,8 @@ enum JinjaFilters {
         case "replace":
             guard let old = a.get(0, "old"), let new = a.get(1, "new") else { throw JinjaRuntimeError("replace needs old and new") }
             let count = a.get(2, "count").flatMap(\.integer) ?? -1
-            let u = JinjaMethods.replace(Array(v.str.unicodeScalars), Array(old.str.unicodeScalars), Array(new.str.unicodeScalars), count: count)
+            let u = try JinjaMethods.replace(Array(try v.limitedStr().unicodeScalars), Array(try old.limitedStr().unicodeScalars),
+                                             Array(try new.limitedStr().unicodeScalars), count: count)
             return .string(String(String.UnicodeScalarView(u)))
         case "int", "float":
             let fallback = a.get(0, "default") ?? (name == "int" ? .int(0) : .double(0))
@@ -382,7 +475,7 @@ enum JinjaFilters {
             guard let d = v.number else { throw JinjaRuntimeError("round needs a number, got '\(v.typeName)'") }
             let p = Foundation.pow(10.0, Double(a.get(0, "precision")?.integer ?? 0))
             let rule: FloatingPointRoundingRule
-            switch a.get(1, "method")?.str ?? "common" {
+            switch try a.get(1, "method")?.limitedStr() ?? "common" {
             case "ceil": rule = .up
             case "floor": rule = .down
             default: rule = .toNearestOrEven
@@ -391,7 +484,7 @@ enum JinjaFilters {
         case "select", "reject", "selectattr", "rejectattr":
             let byAttr = name.hasSuffix("attr")
             let rest = Array(a.positional.dropFirst(byAttr ? 2 : 1))
-            let testName = (byAttr ? a.positional.dropFirst().first : a.positional.first).map(\.str)
+            let testName = try (byAttr ? a.positional.dropFirst().first : a.positional.first).map { try $0.limitedStr() }
             let keep = name.hasPrefix("select")
             return .list(try JinjaRenderer.iterate(v).filter { item in
                 let x = byAttr ? try attribute(item, a.positional.first ?? .none) : item
@@ -406,14 +499,16 @@ enum JinjaFilters {
                     return r.isUndefined ? a.keyword["default"] ?? r : r
                 })
             }
-            guard let filterName = a.positional.first?.str else { throw JinjaRuntimeError("map needs a filter name or attribute=") }
+            guard let filterName = try a.positional.first?.limitedStr() else { throw JinjaRuntimeError("map needs a filter name or attribute=") }
             let rest = JinjaCallArgs(positional: Array(a.positional.dropFirst()), keyword: a.keyword)
             return .list(try items.map { try apply(filterName, $0, rest, test: test) })
         case "unique":
             var seen: [JinjaValue] = []
             var out: [JinjaValue] = []
             let path = a.keyword["attribute"]
+            let budget = JinjaBudget.current
             for item in try JinjaRenderer.iterate(v) {
+                try budget?.tick()   // quadratic: the time limit must be able to stop it
                 let k = key(try path.map { try attribute(item, $0) } ?? item, caseSensitive: caseSensitive)
                 if !seen.contains(where: { $0 == k }) { seen.append(k); out.append(item) }
             }
@@ -423,8 +518,9 @@ enum JinjaFilters {
                                     reverse: a.get(0, "reverse")?.truthy ?? false))
         case "dictsort":
             guard case let .dict(d) = v else { throw JinjaRuntimeError("dictsort needs a mapping, got '\(v.typeName)'") }
-            let byValue = a.get(1, "by")?.str == "value"
+            let byValue = try a.get(1, "by")?.limitedStr() == "value"
             let pairs = d.pairs.map { JinjaValue.list([.string($0.0), $0.1]) }
+            try JinjaBudget.checkNesting(.list(pairs), extra: 0)
             return .list(try sorted(pairs, by: { p in
                 guard case let .list(kv) = p else { return p }
                 return key(kv[byValue ? 1 : 0], caseSensitive: a.get(0, "case_sensitive")?.truthy ?? false)
@@ -443,8 +539,12 @@ enum JinjaFilters {
             // jinja2 do_indent: a newline is appended before splitting, so a trailing newline
             // is kept; empty lines are only indented with `blank=True`.
             let w = a.get(0, "width") ?? .int(4)
+            if w.stringValue == nil { try JinjaBudget.checkString(bytes: w.integer ?? 4, "indent's width") }
             let pad = w.stringValue ?? String(repeating: " ", count: max(w.integer ?? 4, 0))
-            let lines = JinjaMethods.splitLines(Array((v.str + "\n").unicodeScalars)).map { String(String.UnicodeScalarView($0)) }
+            let text = try v.limitedStr()
+            let lines = try JinjaMethods.splitLines(Array((text + "\n").unicodeScalars)).map { String(String.UnicodeScalarView($0)) }
+            let (padBytes, overflow) = lines.count.multipliedReportingOverflow(by: pad.utf8.count + 1)
+            try JinjaBudget.checkString(bytes: overflow ? .max : text.utf8.count + padBytes, "the result of indent")
             var rv: String
             if a.get(2, "blank")?.truthy ?? false {
                 rv = lines.joined(separator: "\n" + pad)
@@ -456,7 +556,17 @@ enum JinjaFilters {
         case "safe": return v
         case "escape", "e":
             var out = ""
-            for c in v.str.unicodeScalars {
+            let text = try v.limitedStr()
+            // The escaped size, known before anything is built.
+            let grow = text.utf8.reduce(0) { n, b in
+                switch b {
+                case UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "\""): return n + 4
+                case UInt8(ascii: "<"), UInt8(ascii: ">"): return n + 3
+                default: return n
+                }
+            }
+            try JinjaBudget.checkString(bytes: text.utf8.count + grow, "the result of escape")
+            for c in text.unicodeScalars {
                 switch c {
                 case "&": out += "&amp;"
                 case "<": out += "&lt;"
@@ -468,17 +578,19 @@ enum JinjaFilters {
             }
             return .string(out)
         case "attr":
-            return try JinjaRenderer.attribute(v, a.get(0, "name")?.str ?? "")
+            return try JinjaRenderer.attribute(v, a.get(0, "name")?.limitedStr() ?? "")
         case "wordcount":
-            return .int(try JinjaMethods.split(Array(v.str.unicodeScalars), separator: nil, maxSplit: -1, fromRight: false).count)
+            return .int(try JinjaMethods.split(Array(try v.limitedStr().unicodeScalars), separator: nil, maxSplit: -1, fromRight: false).count)
         case "center":
             let width = a.get(0, "width")?.integer ?? 80
-            let n = v.str.unicodeScalars.count
-            guard width > n else { return .string(v.str) }
+            let text = try v.limitedStr()
+            let n = text.unicodeScalars.count
+            guard width > n else { return .string(text) }
+            try JinjaBudget.checkString(bytes: text.utf8.count + (width - n), "the result of center")
             // Python str.center: the extra space goes left when the padding is odd and width odd.
             let total = width - n
             let left = total / 2 + (total & width & 1)
-            return .string(String(repeating: " ", count: left) + v.str + String(repeating: " ", count: total - left))
+            return .string(String(repeating: " ", count: left) + text + String(repeating: " ", count: total - left))
         default:
             throw JinjaRuntimeError("no filter named '\(name)'")
         }

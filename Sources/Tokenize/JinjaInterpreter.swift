@@ -28,32 +28,54 @@ struct JinjaCallArgs {
 /// `Undefined`: a for-loop iteration is a new scope (assignments in it do not leak), `if`
 /// is not; `loop.*` as jinja2's `LoopContext`; `and`/`or` return an operand; attribute access
 /// tries the Python attribute (methods) before the dict key, subscripts the reverse.
+///
+/// Every rendering runs under a `JinjaBudget` (`JinjaLimits`): output and string sizes, list
+/// sizes, nesting, loop iterations and time are checked before the work or allocation they
+/// bound, and a limit reached is `ChatTemplateError.limitExceeded` at the expression (or, for
+/// literal text, the last expression) being rendered.
 final class JinjaRenderer {
     private var scopes: [[String: JinjaValue]]
     private var out = ""
+    private let budget: JinjaBudget
+    /// The position of the expression evaluated last (where a limit reached by literal text is
+    /// reported).
+    private var position = (line: 1, column: 1)
 
     private enum Flow { case normal, breakLoop, continueLoop }
 
-    init(context: [String: JinjaValue]) {
+    init(context: [String: JinjaValue], limits: JinjaLimits = .default) {
         scopes = [Self.globals, context]
+        budget = JinjaBudget(limits: limits)
     }
 
     func render(_ nodes: [JinjaNode]) throws -> String {
-        _ = try exec(nodes)
+        do {
+            _ = try JinjaBudget.$current.withValue(budget) { try exec(nodes) }
+        } catch let error as JinjaLimitError {
+            throw ChatTemplateError.limitExceeded(file: nil, line: position.line, column: position.column, message: error.message)
+        }
         return out
+    }
+
+    /// Appends rendered text, within the output limit.
+    private func emit(_ s: String) throws {
+        try JinjaBudget.checkString(bytes: out.utf8.count + s.utf8.count, "the rendered text")
+        out += s
     }
 
     // MARK: Statements
 
     private func exec(_ nodes: [JinjaNode]) throws -> Flow {
         for node in nodes {
+            try budget.tick()
             let flow: Flow
             switch node {
             case let .text(s):
-                out += s
+                try emit(s)
                 flow = .normal
             case let .output(e):
-                out += try eval(e).str
+                let piece = try eval(e)
+                try located(e) { try emit(try piece.limitedStr()) }
                 flow = .normal
             case let .ifChain(branches, otherwise):
                 var body = otherwise
@@ -89,6 +111,7 @@ final class JinjaRenderer {
         var items = try located(iterable) { try Self.iterate(try self.eval(iterable)) }
         if let filter {
             items = try items.filter { item in
+                try located(filter) { try budget.iterate() }
                 scopes.append([:])
                 defer { scopes.removeLast() }
                 try assign(target, item, at: iterable)
@@ -98,7 +121,7 @@ final class JinjaRenderer {
         if items.isEmpty { return try exec(otherwise) }
         let n = items.count
         for (i, item) in items.enumerated() {
-            let loop = JinjaDict([
+            let loop = JinjaDict(distinct: [
                 ("index", .int(i + 1)), ("index0", .int(i)), ("revindex", .int(n - i)), ("revindex0", .int(n - i - 1)),
                 ("first", .bool(i == 0)), ("last", .bool(i == n - 1)), ("length", .int(n)), ("depth", .int(1)), ("depth0", .int(0)),
                 ("previtem", i > 0 ? items[i - 1] : .undefined(hint: "there is no previous item")),
@@ -108,6 +131,7 @@ final class JinjaRenderer {
                     return args[i % args.count]
                 })),
             ])
+            try located(iterable) { try budget.iterate() }
             scopes.append(["loop": .dict(loop)])
             defer { scopes.removeLast() }
             try assign(target, item, at: iterable)
@@ -132,7 +156,13 @@ final class JinjaRenderer {
             guard case let .namespace(object)? = lookup(ns) else {
                 throw located(e, JinjaRuntimeError("cannot assign attribute on non-namespace object '\(ns)'"))
             }
+            let previous = object.attributes[attr]
             object.attributes[attr] = value
+            // `ns.x = ns` (or a value holding ns) would make the namespace contain itself.
+            do { try located(e) { try JinjaBudget.checkNesting(.namespace(object), extra: 0) } } catch {
+                object.attributes[attr] = previous
+                throw error
+            }
         }
     }
 
@@ -148,13 +178,19 @@ final class JinjaRenderer {
             : .runtime(line: e.line, column: e.column, message: error.message)
     }
 
-    /// Runs `body`, giving a `JinjaRuntimeError` the position of `e`.
+    /// Runs `body`, giving a `JinjaRuntimeError` or `JinjaLimitError` the position of `e`.
     private func located<T>(_ e: JinjaExpr, _ body: () throws -> T) throws -> T {
-        do { return try body() } catch let error as JinjaRuntimeError { throw located(e, error) }
+        do { return try body() } catch let error as JinjaRuntimeError { throw located(e, error) } catch let error as JinjaLimitError {
+            throw ChatTemplateError.limitExceeded(file: nil, line: e.line, column: e.column, message: error.message)
+        }
     }
 
     func eval(_ e: JinjaExpr) throws -> JinjaValue {
-        try located(e) { try evalKind(e) }
+        position = (e.line, e.column)
+        return try located(e) {
+            try budget.tick()
+            return try evalKind(e)
+        }
     }
 
     private func evalKind(_ e: JinjaExpr) throws -> JinjaValue {
@@ -164,13 +200,16 @@ final class JinjaRenderer {
         case let .name(n):
             return lookup(n) ?? .undefined(hint: "'\(n)' is undefined")
         case let .list(items), let .tuple(items):
-            return .list(try items.map(eval))
+            let list = JinjaValue.list(try items.map(eval))
+            try JinjaBudget.checkNesting(list, extra: 0)
+            return list
         case let .dict(items):
             var d = JinjaDict()
             for (k, v) in items {
                 guard case let .string(key) = try eval(k) else { throw JinjaRuntimeError("dict keys must be strings") }
                 d[key] = try eval(v)
             }
+            try JinjaBudget.checkNesting(.dict(d), extra: 0)
             return .dict(d)
         case let .attribute(object, name):
             return try Self.attribute(try eval(object), name)
@@ -224,7 +263,15 @@ final class JinjaRenderer {
             }
             return .bool(true)
         case let .concat(parts):
-            return .string(try parts.map { try eval($0).str }.joined())
+            var pieces: [String] = []
+            var bytes = 0
+            for p in parts {
+                let piece = try eval(p).limitedStr()
+                bytes += piece.utf8.count
+                try JinjaBudget.checkString(bytes: bytes, "a `~` concatenation")
+                pieces.append(piece)
+            }
+            return .string(pieces.joined())
         case let .conditional(test, then, otherwise):
             if try eval(test).truthy { return try eval(then) }
             return try otherwise.map(eval) ?? .undefined(hint: "the inline if-expression evaluated to false and no else section was defined")
@@ -249,7 +296,9 @@ final class JinjaRenderer {
         case .undefined: return []
         case let .list(a): return a
         case let .dict(d): return d.keys.map { .string($0) }
-        case let .string(s): return s.unicodeScalars.map { .string(String($0)) }
+        case let .string(s):
+            try JinjaBudget.checkItems(s.unicodeScalars.count, "iterating over a string's characters")
+            return s.unicodeScalars.map { .string(String($0)) }
         default: throw JinjaRuntimeError("'\(v.typeName)' object is not iterable")
         }
     }
@@ -296,7 +345,7 @@ final class JinjaRenderer {
         default: break
         }
         if case let .string(k) = key { return try attribute(object, k) }
-        return .undefined(hint: "'\(object.typeName) object' has no element \(key.repr)")
+        return .undefined(hint: "'\(object.typeName) object' has no element \(key.shortRepr)")
     }
 
     /// `obj[a:b:c]` on a list or string, with Python's clamping and negative steps.
@@ -333,10 +382,9 @@ final class JinjaRenderer {
         func unsupported() -> JinjaRuntimeError {
             JinjaRuntimeError("unsupported operand type(s) for \(op): '\(l.typeName)' and '\(r.typeName)'")
         }
-        /// The count of a sequence repetition, refusing results over 10^7 items.
-        func repeats(_ n: JinjaValue, _ size: Int) throws -> Int {
+        /// The count of a sequence repetition (limits checked by the caller).
+        func repeats(_ n: JinjaValue) throws -> Int {
             guard let k = n.integer else { throw unsupported() }
-            guard k <= 0 || size == 0 || k <= 10_000_000 / size else { throw JinjaRuntimeError("repetition result too large") }
             return max(k, 0)
         }
         func checked(_ result: (Int, Bool)) throws -> JinjaValue {
@@ -344,12 +392,23 @@ final class JinjaRenderer {
             return .int(result.0)
         }
         switch (op, l, r) {
-        case let ("+", .string(a), .string(b)): return .string(a + b)
-        case let ("+", .list(a), .list(b)): return .list(a + b)
+        case let ("+", .string(a), .string(b)):
+            try JinjaBudget.checkString(bytes: a.utf8.count + b.utf8.count, "a `+` of two strings")
+            return .string(a + b)
+        case let ("+", .list(a), .list(b)):
+            try JinjaBudget.checkItems(a.count + b.count, "a `+` of two lists")
+            return .list(a + b)
         case let ("*", .string(s), n), let ("*", n, .string(s)):
-            return .string(String(repeating: s, count: try repeats(n, s.unicodeScalars.count)))
+            let k = try repeats(n)
+            try JinjaBudget.checkRepeat(count: k, bytes: s.utf8.count, "a repeated string")
+            return .string(String(repeating: s, count: k))
         case let ("*", .list(a), n), let ("*", n, .list(a)):
-            return .list(Array([[JinjaValue]](repeating: a, count: try repeats(n, a.count)).joined()))
+            let k = try repeats(n)
+            if k > 0, !a.isEmpty {
+                let (total, overflow) = k.multipliedReportingOverflow(by: a.count)
+                try JinjaBudget.checkItems(overflow ? .max : total, "a repeated list")
+            }
+            return .list(Array([[JinjaValue]](repeating: a, count: k).joined()))
         case ("%", .string, _): throw JinjaRuntimeError("string formatting with '%' is not supported")
         default: break
         }
@@ -448,16 +507,22 @@ final class JinjaRenderer {
     /// `namespace`, `dict`) plus jinja2's `range`.
     static let globals: [String: JinjaValue] = [
         "raise_exception": .function(JinjaFunction(name: "raise_exception") { args, _ in
-            throw JinjaRuntimeError(args.first?.str ?? "", raised: true)
+            throw JinjaRuntimeError(try args.first?.limitedStr() ?? "", raised: true)
         }),
         "strftime_now": .function(JinjaFunction(name: "strftime_now") { args, _ in
             guard case let .string(format)? = args.first else { throw JinjaRuntimeError("strftime_now(format) needs a format string") }
             return .string(strftimeNow(format))
         }),
         "namespace": .function(JinjaFunction(name: "namespace") { args, kwargs in
-            .namespace(JinjaNamespace(try dictArgs(args, kwargs)))
+            let ns = JinjaValue.namespace(JinjaNamespace(try dictArgs(args, kwargs)))
+            try JinjaBudget.checkNesting(ns, extra: 0)
+            return ns
         }),
-        "dict": .function(JinjaFunction(name: "dict") { args, kwargs in .dict(try dictArgs(args, kwargs)) }),
+        "dict": .function(JinjaFunction(name: "dict") { args, kwargs in
+            let d = JinjaValue.dict(try dictArgs(args, kwargs))
+            try JinjaBudget.checkNesting(d, extra: 0)
+            return d
+        }),
         "range": .function(JinjaFunction(name: "range") { args, _ in
             let ints = try args.map { v -> Int in
                 guard let i = v.integer else { throw JinjaRuntimeError("range() arguments must be integers") }
@@ -543,11 +608,11 @@ final class JinjaRenderer {
             if name == "even" { return i % 2 == 0 }
             guard let d = try other().integer, d != 0 else { throw JinjaRuntimeError("divisibleby needs a non-zero integer") }
             return i % d == 0
-        case "lower": return v.str == v.str.lowercased()
-        case "upper": return v.str == v.str.uppercased()
+        case "lower": let t = try v.limitedStr(); return t == t.lowercased()
+        case "upper": let t = try v.limitedStr(); return t == t.uppercased()
         case "escaped": return false
-        case "filter": return JinjaFilters.names.contains(try other().str)
-        case "test": return Self.testNames.contains(try other().str)
+        case "filter": return JinjaFilters.names.contains(try other().limitedStr())
+        case "test": return Self.testNames.contains(try other().limitedStr())
         default: throw JinjaRuntimeError("no test named '\(name)'")
         }
     }

@@ -128,6 +128,12 @@ public struct JinjaDict: Sendable {
         for (k, v) in pairs { self[k] = v }
     }
 
+    /// Pairs whose keys are known to be distinct (no lookups: the `loop` object of every
+    /// iteration is built this way).
+    init(distinct pairs: [(String, JinjaValue)]) {
+        self.pairs = pairs
+    }
+
     public var count: Int { pairs.count }
     public var isEmpty: Bool { pairs.isEmpty }
     public var keys: [String] { pairs.map(\.0) }
@@ -239,15 +245,26 @@ public enum PythonFormat {
                      sortKeys: Bool = false) throws -> String {
         let (item, key) = separators ?? (indent == nil ? ", " : ",", ": ")
         var out = ""
+        // Within the rendering's string limit (`JinjaLimits`), checked as the text grows (and
+        // first against a lower bound, so a structure far too large is refused at once).
+        let limits = JinjaBudget.limits
+        if v.minimumTextBytes(cap: limits.maxStringBytes) > limits.maxStringBytes {
+            throw JinjaLimitError("the result of tojson would be longer than \(JinjaBudget.byteText(limits.maxStringBytes))")
+        }
         func write(_ v: JinjaValue, _ level: Int) throws {
-            func open(_ bracket: String, _ close: String, _ n: Int, _ element: (Int) throws -> Void) rethrows {
+            guard level <= limits.maxNesting else {
+                throw JinjaLimitError("tojson: values nested more than \(limits.maxNesting) deep")
+            }
+            func open(_ bracket: String, _ close: String, _ n: Int, _ element: (Int) throws -> Void) throws {
                 guard n > 0 else { out += bracket + close; return }
                 out += bracket
+                if let indent { try JinjaBudget.checkRepeat(count: level + 1, bytes: indent.utf8.count, "tojson's indentation") }
                 let pad = indent.map { "\n" + String(repeating: $0, count: level + 1) }
                 for i in 0..<n {
                     if i > 0 { out += item }
                     if let pad { out += pad }
                     try element(i)
+                    try JinjaBudget.checkString(bytes: out.utf8.count, "the result of tojson")
                 }
                 if let indent { out += "\n" + String(repeating: indent, count: level) }
                 out += close

@@ -99,16 +99,20 @@ public func loadChatTemplate(from url: URL) throws -> ChatTemplate? {
         throw TokenizerError.missingFile(path: url.path, expected: "a model directory, tokenizer file or .gguf file")
     }
     let source: String?
+    let origin: String
     if !isDirectory.boolValue {
         if url.pathExtension.lowercased() != "gguf" { return try loadChatTemplate(from: url.deletingLastPathComponent()) }
         source = try GGUFFile(path: url.path).metadata[GGUFKey.chatTemplate]?.string
+        origin = "\(url.path) (\(GGUFKey.chatTemplate))"
     } else {
         let jinja = url.appendingPathComponent("chat_template.jinja")
-        source = FileManager.default.fileExists(atPath: jinja.path)
+        let inFile = FileManager.default.fileExists(atPath: jinja.path)
+        source = inFile
             ? String(decoding: try readFile(jinja, expected: "chat_template.jinja"), as: UTF8.self)
             : try TokenizerConfig.load(inDirectory: url)?.chatTemplate
+        origin = inFile ? jinja.path : url.appendingPathComponent("tokenizer_config.json").path + " (chat_template)"
     }
-    return try source.map { try ChatTemplate(source: $0) }
+    return try source.map { try ChatTemplate(source: $0, origin: origin) }
 }
 
 // MARK: - Convenience

@@ -42,15 +42,26 @@ struct BenchCommand: ParsableCommand {
                 r = Benchmark.runBandwidth(options: o, modelName: model.model)
             } else if benchMode == .gemm, model.model.hasSuffix(".json") {
                 try model.apply()  // threads; a bare config needs no weights for GEMM shapes
-                r = Benchmark.runGEMM(config: try ModelConfig.load(URL(fileURLWithPath: model.model)), options: o, modelName: model.model)
+                let config = try ModelConfig.load(URL(fileURLWithPath: model.model))
+                try Benchmark.check(config: config, options: o)
+                r = Benchmark.runGEMM(config: config, options: o, modelName: model.model)
             } else {
-                let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
-                var adapters: AdapterSet?
+                // Every size from the flags is checked against the model's config (its context,
+                // and the memory the run would allocate) before the weights are loaded.
+                guard adapterType != "lora" || rank > 0 else { throw InputError("--r \(rank): must be positive") }
+                let config = try ModelConfig.load(modelPath: model.model)
+                var spec: AdapterSpec?
                 if adapterType != "none" {
                     guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora or ndlinear") }
-                    let spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
-                    adapters = try AdapterSet.create(spec: spec, config: weights.config, seed: 0)
+                    spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
+                    try spec!.targets.validate(for: config)
                 }
+                guard let trainable = spec.map({ TrainPlan.trainableParameters(spec: $0, model: config) }) ?? 0 else {
+                    throw InputError("--r \(rank): the adapter's parameter count overflows a 64-bit count")
+                }
+                try Benchmark.check(config: config, options: o, trainableParameters: trainable)
+                let weights = try model.load(randomDType: try parseDType(dtype, flag: "--dtype"))
+                let adapters = try spec.map { try AdapterSet.create(spec: $0, config: weights.config, seed: 0) }
                 let m = TransformerModel(weights: weights, adapters: adapters)
                 r = try Benchmark.run(model: m, adapters: adapters, options: o, modelName: model.model)
             }

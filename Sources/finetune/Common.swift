@@ -32,10 +32,47 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ExitCode {
         throw e
     } catch {
-        note("error: \(error)")
+        note("error: " + errorMessage(error))
         throw ExitCode(exitStatus(for: error))
     }
 }
+
+/// The one-line text of an error: this package's typed errors as they describe themselves;
+/// Foundation's (`NSCocoaErrorDomain`, `DecodingError`, `EncodingError`) as `PATH: reason` with
+/// the path from the error's userInfo — a last resort, the sites that know the file and field
+/// say more. Control characters are escaped and the text is capped, so bytes read from a
+/// hostile file never reach the terminal raw.
+func errorMessage(_ error: Error) -> String {
+    printable(ErrorText.describe(error))
+}
+
+/// `s` with control characters escaped (`\u{1B}`) and at most `limit` characters.
+func printable(_ s: String, limit: Int = 4000) -> String {
+    var out = ""
+    var n = 0
+    for c in s.unicodeScalars {
+        n += 1
+        if n > limit { return out + "… (\(s.unicodeScalars.count - limit) more characters)" }
+        if c.properties.generalCategory == .control && c != "\n" && c != "\t" {
+            out += "\\u{" + String(c.value, radix: 16) + "}"
+        } else {
+            out.unicodeScalars.append(c)
+        }
+    }
+    return out
+}
+
+// MARK: - Exit status
+
+/// The exit codes of every command (CLI.md "Exit status"), shown at the end of each command's
+/// help.
+let exitCodesHelp = """
+    EXIT STATUS:
+      0    success
+      1    the run failed (training diverged)
+      2    bad input or usage: flags, arguments, model/adapter/data/config files
+      130  interrupted (SIGINT/SIGTERM; train writes a checkpoint first)
+    """
 
 // MARK: - Shared options
 

@@ -201,6 +201,11 @@ struct EvalCommand: ParsableCommand {
         let r = try evaluateLoss(model: model, tokenizer: tokenizer, examples: examples, template: template,
                                  maxLength: maxLength, batchSize: batchSize, strict: templateOptions.strict, chat: chat)
         for w in r.warnings { note("warning: \(w)") }
+        if !r.loss.isFinite {
+            // A NaN/Inf base weight makes every loss NaN: name it (one pass over the weights, only now).
+            try model.weights.checkFinite(context: "found because the loss was \(r.loss)")
+            throw InputError("\(path): the target loss is \(r.loss) although every base weight is finite: the adapter or the activations overflowed")
+        }
         let name = task?.rawValue ?? EvalTask.detect(path: data)?.rawValue
         let wall = Date().timeIntervalSince(start)
         say(String(format: "%@loss %.4f, perplexity %.3f over %d target tokens of %d records; %.1f tokens/s; wall %.1f s",

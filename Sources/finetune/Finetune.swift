@@ -25,7 +25,7 @@ struct Finetune: ParsableCommand {
             // FINETUNE_ISA / FINETUNE_GEMM are checked before any command runs: a typo is bad
             // input (exit 2) in every command, not a stop at the first GEMM.
             do { _ = try CPU.environmentRequest() } catch {
-                note("error: \(error)")
+                note("error: " + errorMessage(error))
                 Finetune.exit(withError: ExitCode(2))
             }
             try command.run()
@@ -47,8 +47,15 @@ struct Finetune: ParsableCommand {
         }
         // Under a launcher every rank parses the same arguments: one message is enough.
         if let r = Launcher.detect()?.rank, r != 0 { Foundation.exit(status) }
-        if parser == .success { exit(withError: error) }   // help or version text, status 0
-        if !(error is ExitCode) { note(parser == .validationFailure ? fullMessage(for: error) : "error: \(error)") }
+        if parser == .success {
+            // Help text, status 0; every command's help ends with the exit codes.
+            let text = fullMessage(for: error)
+            guard !text.isEmpty, !text.hasPrefix("{"), !CommandLine.arguments.contains("--experimental-dump-help") else { exit(withError: error) }
+            print(text.hasSuffix("\n") ? text : text + "\n")
+            print(exitCodesHelp)
+            Foundation.exit(0)
+        }
+        if !(error is ExitCode) { note(parser == .validationFailure ? fullMessage(for: error) : "error: " + errorMessage(error)) }
         Foundation.exit(status)
     }
 }

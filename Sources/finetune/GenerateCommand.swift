@@ -26,7 +26,9 @@ struct GenerateCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let weights = try model.load()
+            // The prompt and --max-new-tokens size the KV cache: checked against the model's
+            // context and the memory available before the weights are loaded.
+            let config = try ModelConfig.load(modelPath: model.model)
             let tok = try model.tokenizer()
             var ids: [Int]
             if let promptIds {
@@ -35,6 +37,8 @@ struct GenerateCommand: ParsableCommand {
                 guard let tok else { throw InputError("--prompt needs a tokenizer in \(model.model); use --prompt-ids") }
                 ids = try tok.encode(prompt!, addSpecialTokens: true)
             }
+            try checkFits(prompt: ids.count, config: config)
+            let weights = try model.load()
             let m = TransformerModel(weights: weights, adapters: try adapter.load(config: weights.config))
             let stops = Set(weights.config.eosTokenIds + (tok?.eosTokenIds ?? []))
             let t0 = Date()
@@ -57,6 +61,20 @@ struct GenerateCommand: ParsableCommand {
                 print(text ?? out.map(String.init).joined(separator: " "))
             }
             note(String(format: "%d tokens in %.2f s (%.1f tokens/s)", out.count, dt, Double(out.count) / max(dt, 1e-9)))
+        }
+    }
+
+    /// The prompt plus `--max-new-tokens` must fit the model's context (`max_position_embeddings`)
+    /// and their KV cache the memory this process can use.
+    func checkFits(prompt: Int, config: ModelConfig) throws {
+        let context = config.maxPositionEmbeddings
+        guard let positions = Checked.add(prompt, maxNewTokens), positions <= context else {
+            throw InputError("--max-new-tokens \(maxNewTokens): the prompt's \(prompt) token\(prompt == 1 ? "" : "s") plus \(maxNewTokens) new ones "
+                + "exceed the model's context of \(context) positions (max_position_embeddings); at most \(max(0, context - prompt)) here")
+        }
+        let need = config.kvCacheBytes(capacity: positions)
+        if let problem = SystemMemory.shortfall(need) {
+            throw InputError("--max-new-tokens \(maxNewTokens): the KV cache of \(positions) positions needs \(SystemMemory.format(need)); \(problem)")
         }
     }
 }

@@ -2,6 +2,7 @@ import Adapters
 import ArgumentParser
 import Foundation
 import LLMCore
+import Training
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,6 +30,8 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            guard seq > 0, batchSize > 0 else { throw InputError("--seq and --batch-size must be positive") }
+            guard rank > 0 else { throw InputError("--r \(rank): must be positive") }
             let config = try ModelConfig.load(modelPath: model)
             guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected lora or ndlinear") }
             let targets = try TargetSelection.parse(modules: targetModules, layers: layers)
@@ -52,23 +55,34 @@ struct InspectCommand: ParsableCommand {
                     let name = p.modulePath(layer: l)
                     switch kind {
                     case .lora:
-                        modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[rank, i], [o, rank]], parameters: rank * (i + o), factors: nil))
+                        guard let n = Checked.mul(rank, i + o) else { throw InputError("--r \(rank): the adapter's parameter count overflows a 64-bit count") }
+                        modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[rank, i], [o, rank]], parameters: n, factors: nil))
                     case .ndlinear:
                         let (a, b) = balancedFactors(i), (c, d) = balancedFactors(o)
                         modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[c, a], [d, b]], parameters: c * a + d * b, factors: [[a, b], [c, d]]))
                     }
                 }
-                trainable = AdapterSet.parameterCount(spec: spec, config: config)
+                guard let n = TrainPlan.trainableParameters(spec: spec, model: config) else {
+                    throw InputError("--r \(rank): the adapter's parameter count overflows a 64-bit count")
+                }
+                trainable = n
             }
             let total = config.parameterCount
-            let dtypeBytes = (config.dtype ?? .bf16).byteSize
-            let n = seq * batchSize
-            let perLayerActs = n * (4 * config.hiddenSize + 3 * config.qDim + 2 * config.kvDim + 3 * config.intermediateSize) + batchSize * config.numHeads * seq * seq
+            // The estimates a training run checks before it allocates (TrainPlan.checkMemory),
+            // with checked arithmetic: a size that overflows is named, never trapped on.
+            guard let weightBytes = config.weightBytes(dtype: config.dtype ?? .bf16),
+                  let adapterBytes = Checked.mul(trainable, TrainPlan.bytesPerTrainableParameter) else {
+                throw InputError("\(model): the parameter counts overflow a 64-bit count of bytes")
+            }
+            guard let acts = config.activationBytes(batch: batchSize, seqLen: seq, checkpointing: false),
+                  let actsCheckpointing = config.activationBytes(batch: batchSize, seqLen: seq, checkpointing: true) else {
+                throw InputError("--seq \(seq) × --batch-size \(batchSize): the activation estimate overflows a 64-bit count of bytes")
+            }
             let memory: [String: Int] = [
-                "base_weights": total * dtypeBytes,
-                "adapter_params_grads_adam": trainable * 4 * 4,
-                "activations": 4 * (config.numLayers * perLayerActs + n * config.vocabSize),
-                "activations_checkpointing": 4 * (perLayerActs + (config.numLayers + 1) * n * config.hiddenSize + n * config.vocabSize),
+                "base_weights": weightBytes,
+                "adapter_params_grads_adam": adapterBytes,
+                "activations": acts,
+                "activations_checkpointing": actsCheckpointing,
             ]
             let report = Report(
                 architecture: config.architecture, family: config.family.rawValue, layers: config.numLayers,

@@ -107,7 +107,7 @@ struct TokenizeCommand: ParsableCommand {
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw TokenizeCommandError(message: "--file \(path): cannot read: \(error.localizedDescription)")
+            throw TokenizeCommandError(message: "--file \(path): cannot read: \(ErrorText.reason(error, path: path))")
         }
         var lineNumber = 0
         for lineBytes in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {

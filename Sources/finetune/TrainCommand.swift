@@ -12,6 +12,8 @@ struct TrainCommand: ParsableCommand {
         Writes OUTPUT/adapter/ (a PEFT directory: LORA, or LOKR for NdLinear-LoRA), OUTPUT/metrics.jsonl \
         (one row per optimizer step, plus val_loss rows), OUTPUT/checkpoints/step-N/, OUTPUT/run.json \
         and OUTPUT/loss.svg. SIGINT/SIGTERM finish the step, checkpoint and exit; --resume continues.
+        OUTPUT must be new or empty: a directory holding an earlier run (or anything else) is refused \
+        unless --resume continues that run or --overwrite replaces it, so a failed run never destroys a finished one.
         Data-parallel over MPI: `mpirun -np N finetune train ...` (or `srun --mpi=pmix`); each rank \
         runs its share of every global batch (--global-batch, default batch-size × grad-accum × N) \
         and rank 0 alone writes the outputs.
@@ -64,6 +66,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Stop after N validations without improvement.") var earlyStoppingPatience: Int?
     @Option(help: "Validate on at most N examples.") var valLimit: Int?
     @Option(help: "Continue from a checkpoint directory or a run's output directory.") var resume: String?
+    @Flag(help: "Train into a non-empty --output: remove the earlier run's metrics.jsonl, run.json, loss.svg, adapter/ and checkpoints/ there (other files stay) before the first step. Without it (or --resume) a non-empty --output is refused.")
+    var overwrite = false
     @Option(help: "Without a terminal, print progress every N steps.") var logEvery: Int = TrainConfig.defaults.logEvery
     @Flag(help: "Print a JSON summary on stdout.") var json = false
 
@@ -80,7 +84,7 @@ struct TrainCommand: ParsableCommand {
         c.maxGradNorm = maxGradNorm; c.seed = seed; c.shuffle = !noShuffle; c.valSplit = valSplit
         c.checkpointing = checkpointing; c.threads = modelOptions.threads; c.saveEvery = saveEvery; c.evalEvery = evalEvery
         c.keepCheckpoints = keepCheckpoints; c.earlyStoppingPatience = earlyStoppingPatience; c.valLimit = valLimit
-        c.resume = resume; c.logEvery = logEvery
+        c.resume = resume; c.overwrite = overwrite; c.logEvery = logEvery
         return c
     }
 
@@ -113,6 +117,8 @@ struct TrainCommand: ParsableCommand {
         let trainer = try Distributed.agree(comm) { () throws -> Trainer in
             // Every flag is checked before the model is loaded or the data read.
             let plan = try trainConfig().resolve()
+            // An earlier run in --output is refused before the model is loaded.
+            try Trainer.checkOutputDirectory(plan.config)
             let weights = try modelOptions.load()
             if comm.isRoot { note(CPU.summary) }
             let tokenizer = try modelOptions.tokenizer()

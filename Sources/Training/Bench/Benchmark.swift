@@ -149,6 +149,68 @@ public enum FlopCount {
 public enum Benchmark {
     static func median(_ x: [Double]) -> Double { let s = x.sorted(); return s[s.count / 2] }
 
+    // MARK: Sizes checked before anything is allocated
+
+    /// Refuses options that would overflow, run past the model's context or not fit in memory
+    /// (`SystemMemory`), naming the flags, before the weights or any buffer are allocated.
+    /// `trainableParameters`: the adapter's, when there is one.
+    public static func check(config c: ModelConfig, options o: BenchOptions, trainableParameters: Int = 0) throws {
+        guard o.mode != .bandwidth else { return }
+        let flags = "--seq \(o.seq) × --batch-size \(o.batch)"
+        guard let tokens = Checked.mul(o.seq, o.batch) else {
+            throw TrainingError.invalidOption("\(flags): overflows a 64-bit count of tokens")
+        }
+        let context = c.maxPositionEmbeddings
+        switch o.mode {
+        case .train, .prefill:
+            guard o.seq <= context else {
+                throw TrainingError.invalidOption("--seq \(o.seq): more positions than the model's context of \(context) (max_position_embeddings)")
+            }
+        case .decode:
+            guard let positions = Checked.add(o.seq, o.warmup, o.steps, 1), positions <= context else {
+                throw TrainingError.invalidOption("--seq \(o.seq) + --steps \(o.steps) (+ \(o.warmup) warm-up): more positions than the model's "
+                    + "context of \(context) (max_position_embeddings)")
+            }
+        case .gemm, .bandwidth:
+            break
+        }
+        let need = memoryBytes(config: c, options: o, tokens: tokens, trainableParameters: trainableParameters)
+        if let problem = SystemMemory.shortfall(need) {
+            throw TrainingError.invalidOption("\(flags): bench --mode \(o.mode.rawValue) needs about \(SystemMemory.format(need)) "
+                + "besides the weights; \(problem)")
+        }
+    }
+
+    /// The bytes a benchmark allocates besides the weights (nil on overflow): the activation
+    /// arena or KV caches of its mode, its token arrays, the adapter's state (train) or the
+    /// largest GEMM's three matrices (gemm).
+    static func memoryBytes(config c: ModelConfig, options o: BenchOptions, tokens: Int, trainableParameters: Int) -> Int? {
+        let tokenArrays = Checked.mul(tokens, 32)
+        switch o.mode {
+        case .train:
+            return Checked.add(c.activationBytes(batch: o.batch, seqLen: o.seq, checkpointing: o.checkpointing), tokenArrays,
+                               Checked.mul(trainableParameters, 16))
+        case .prefill where o.lastLogitsOnly:
+            return Checked.add(Checked.mul(o.batch, c.kvCacheBytes(capacity: o.seq)),
+                               c.activationBytes(batch: o.batch, seqLen: o.seq, checkpointing: true), tokenArrays)
+        case .prefill:
+            return Checked.add(c.activationBytes(batch: o.batch, seqLen: o.seq, checkpointing: false), tokenArrays)
+        case .decode:
+            return Checked.add(c.kvCacheBytes(capacity: Checked.add(o.seq, o.warmup, o.steps, 1) ?? .max),
+                               c.activationBytes(batch: 1, seqLen: o.seq, checkpointing: true), tokenArrays)
+        case .gemm:
+            var most: Int? = 0
+            for s in gemmShapes(c, rows: tokens) {
+                let b = Checked.mul(4, Checked.add(Checked.mul(s.m, s.k), Checked.mul(s.k, s.n), Checked.mul(s.m, s.n)))
+                guard let b, let m = most else { return nil }
+                most = max(m, b)
+            }
+            return most
+        case .bandwidth:
+            return 1 << 30
+        }
+    }
+
     /// Median seconds of `body` over `steps` runs after `warmup`.
     static func timeMedian(warmup: Int, steps: Int, _ body: () -> Void) -> Double {
         var t: [Double] = []

@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 // MARK: - Loading
 
@@ -30,7 +31,7 @@ public func loadExamples(from url: URL, strict: Bool = false) throws -> LoadedDa
     do {
         data = try Data(contentsOf: url)
     } catch {
-        throw DataError.unreadable(file: file, reason: (error as NSError).localizedDescription)
+        throw DataError.unreadable(file: file, reason: ErrorText.reason(error, path: file))
     }
     return try loadExamples(bytes: [UInt8](data), file: file, strict: strict)
 }
@@ -70,10 +71,16 @@ public func loadExamples(bytes: [UInt8], file: String, strict: Bool = false) thr
     }
     if examples.isEmpty, let firstError {
         // Nothing readable at all: most likely not a data file of a supported shape (e.g. one
-        // pretty-printed JSON object); say so instead of "no records".
-        throw DataError.invalidJSON(RecordLocation(file: file, line: raw[0].location.line),
-                                    reason: "none of the \(raw.count) record(s) could be read; expected a JSON array of records "
-                                        + "or one JSON object per line. First problem: \(firstError)")
+        // pretty-printed JSON object); say so instead of "no records". Records that are valid
+        // JSON but of no supported layout are a schema problem, not "invalid JSON".
+        if case let .malformedRecord(_, reason) = firstError, reason.hasPrefix("not valid JSON") {
+            throw DataError.invalidJSON(RecordLocation(file: file, line: raw[0].location.line),
+                                        reason: "none of the \(raw.count) record(s) could be read; expected a JSON array of records "
+                                            + "or one JSON object per line. First problem: \(firstError)")
+        }
+        throw DataError.malformedRecord(RecordLocation(file: file, line: raw[0].location.line),
+                                        reason: "none of the \(raw.count) record(s) has a supported layout (the JSON is valid). "
+                                            + "First problem: \(firstError)")
     }
     if examples.isEmpty { throw DataError.empty(file: file) }
     return LoadedData(file: file, format: format, examples: examples, skipped: skipped, warnings: warnings)

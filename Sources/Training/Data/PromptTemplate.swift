@@ -268,9 +268,9 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
                                    + "[user] + generation prompt (it rewrites earlier turns), so the prompt cannot be masked")
                 }
                 return (prompt, String(String.UnicodeScalarView(full.unicodeScalars.dropFirst(prompt.unicodeScalars.count))))
-            } catch let error as ChatTemplateError {
+            } catch let error as ChatTemplateError where !error.isLimit {
                 throw mismatch("\(error)")
-            }
+            }   // a runaway template (a limit reached) stops the run: every record would hit it
         }
 
         /// The token that ends an assistant turn (`<|im_end|>`, `<|eot_id|>`): what the template

@@ -25,6 +25,21 @@ public struct TokenizedExample: Sendable, Equatable {
     }
 }
 
+/// Checks that every input id of `example` is a token of a `vocabSize`-token vocabulary and
+/// every label is one too or -100, before any id indexes an embedding row or a logit column.
+/// - Throws: `DataError.badField` naming the record's file and line, the field and index, the
+///   id found and the range expected.
+public func checkTokenIds(_ example: TokenizedExample, vocabSize: Int, at location: RecordLocation) throws {
+    if let i = example.inputIds.firstIndex(where: { $0 < 0 || $0 >= vocabSize }) {
+        throw DataError.badField(location, field: "input_ids[\(i)]",
+                                 expected: "a token id in [0, \(vocabSize)) (the model's vocabulary), found \(example.inputIds[i])")
+    }
+    if let i = example.labels.firstIndex(where: { ($0 < 0 && $0 != ignoreIndex) || $0 >= vocabSize }) {
+        throw DataError.badField(location, field: "labels[\(i)]",
+                                 expected: "a token id in [0, \(vocabSize)) (the model's vocabulary) or \(ignoreIndex), found \(example.labels[i])")
+    }
+}
+
 /// Options for `tokenize(_:template:tokenizer:options:)`.
 public struct TokenizeOptions: Sendable, Equatable {
     /// Set the prompt's labels to -100 (train on the target only). Default true.

@@ -171,7 +171,7 @@ public func readPredictions(from url: URL) throws -> [PredictionRow] {
     let file = url.path
     let data: Data
     do { data = try Data(contentsOf: url) } catch {
-        throw ScoringError.io(file: file, reason: "cannot read: \((error as NSError).localizedDescription)")
+        throw ScoringError.io(file: file, reason: "cannot read: \(ErrorText.reason(error, path: file))")
     }
     var rows: [PredictionRow] = []
     for raw in JSONRecordSplitter.splitLines([UInt8](data), file: file) {
@@ -210,7 +210,7 @@ public func writePredictions(_ rows: [PredictionRow], to url: URL) throws {
     do {
         try Data(text.utf8).write(to: tmp)
     } catch {
-        throw ScoringError.io(file: url.path, reason: "cannot write \(tmp.path): \((error as NSError).localizedDescription)")
+        throw ScoringError.io(file: url.path, reason: "cannot write: \(ErrorText.reason(error, path: tmp.path))")
     }
     if rename(tmp.path, url.path) != 0 {
         let reason = String(cString: strerror(errno))

@@ -55,8 +55,9 @@ extension Trainer {
 
     /// Gives every rank rank 0's adapter, optimizer moments, step, data position and
     /// early-stopping state (rank 0 alone reads `--resume`, so only its filesystem needs the
-    /// checkpoints; this also makes the starting adapter identical everywhere).
-    func broadcastState() {
+    /// checkpoints; this also makes the starting adapter identical everywhere). Rank 0 has
+    /// checked the checkpoint against this run (`resume(from:)`) before it is sent.
+    func broadcastState() throws {
         guard comm.isDistributed else { return }
         let params = adapters.parameters
         let n = adapters.parameterCount
@@ -88,6 +89,6 @@ extension Trainer {
             m.append((0..<p.count).map { Float(buf[o + n + $0]) }); v.append((0..<p.count).map { Float(buf[o + 2 * n + $0]) })
             o += p.count
         }
-        try! optimizer.restore(step: Int(buf[1]), m: m, v: v)   // shapes are ours by construction
+        try optimizer.restore(step: Int(buf[1]), m: m, v: v)   // shapes are ours by construction
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 
 /// Where a run is in its data: epoch and offset into that epoch's order. The order of an epoch
 /// is a pure function of (seed, epoch) (or file order with `shuffle` off), so this position is
@@ -25,7 +26,25 @@ struct DataStream: ExampleOrder {
 
     init(count: Int, seed: UInt64, shuffle: Bool, epochs: Int?) {
         self.count = count; self.seed = seed; self.shuffle = shuffle
-        limit = epochs.map { $0 * count }
+        // `TrainingData` refuses an --epochs whose product overflows; saturate regardless.
+        limit = epochs.map { Checked.mul($0, count) ?? .max }
+    }
+
+    /// Why `p` cannot be a position of this stream (a resumed checkpoint's), or nil: the
+    /// epoch and offset must lie in this data (offset below its example count) and agree with
+    /// the examples consumed, and an epochs-mode run must not be past its end.
+    func problem(with p: DataPosition) -> (field: String, expected: String)? {
+        guard p.epoch >= 0 else { return ("position.epoch", "an epoch ≥ 0, found \(p.epoch)") }
+        guard p.offset >= 0, p.offset < count else {
+            return ("position.offset", "an offset into the epoch's \(count) training example\(count == 1 ? "" : "s") (0..<\(count)), found \(p.offset)")
+        }
+        guard let consumed = Checked.add(Checked.mul(p.epoch, count), p.offset), consumed == p.consumed else {
+            return ("position.consumed", "epoch × examples + offset = \(p.epoch) × \(count) + \(p.offset), found \(p.consumed)")
+        }
+        if let limit, consumed > limit {
+            return ("position.consumed", "at most the \(limit) examples of this run's epochs, found \(consumed)")
+        }
+        return nil
     }
 
     var exhausted: Bool { limit.map { position.consumed >= $0 } ?? false }

@@ -45,7 +45,9 @@ public struct TrainSummary: Sendable {
 /// Appends JSON rows to metrics.jsonl, flushed per row so a crash loses nothing written.
 final class MetricsWriter {
     let handle: FileHandle
+    let url: URL
     init(url: URL) throws {
+        self.url = url
         if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
         handle = try FileHandle(forWritingTo: url)
         try handle.seekToEnd()
@@ -54,7 +56,11 @@ final class MetricsWriter {
     func append<T: Encodable>(_ row: T) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        try handle.write(contentsOf: try enc.encode(row) + Data("\n".utf8))
+        // Non-finite numbers (a validation loss of inf) are written as JSON strings, not refused.
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        do { try handle.write(contentsOf: try enc.encode(row) + Data("\n".utf8)) } catch {
+            throw TrainingError.system("\(url.path): cannot append a row: \(ErrorText.reason(error, path: url.path))")
+        }
     }
 }
 
@@ -83,6 +89,14 @@ extension Trainer {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.keyEncodingStrategy = .convertToSnakeCase
-        try AtomicFile.write(try enc.encode(run), to: outputDir.appendingPathComponent("run.json"))
+        let url = outputDir.appendingPathComponent("run.json")
+        let data: Data
+        do { data = try enc.encode(run) } catch {
+            // A value no flag check caught (e.g. a NaN): name the file and the field.
+            throw TrainingError.invalidOption("\(url.path): \(ErrorText.reason(error))")
+        }
+        do { try AtomicFile.write(data, to: url) } catch {
+            throw TrainingError.system("\(url.path): cannot write: \(ErrorText.reason(error, path: url.path))")
+        }
     }
 }

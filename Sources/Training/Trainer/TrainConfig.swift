@@ -79,6 +79,9 @@ public struct TrainConfig: Codable, Sendable, Equatable {
     public var keepCheckpoints: Int?
     public var earlyStoppingPatience: Int?
     public var resume: String?
+    /// Write into a non-empty `output` (replacing an earlier run's files there); without it,
+    /// and without `resume`, such a directory is refused.
+    public var overwrite = false
     public var strict = false
     public var logEvery: Int = 10
     /// Validation examples evaluated at most (all by default).

@@ -24,6 +24,9 @@ public struct TrainPlan: Sendable {
     /// asked for exist, and a global batch has a row for every rank.
     public func check(model: ModelConfig, ranks: Int) throws {
         if case let .fresh(spec) = adapter { try spec.targets.validate(for: model) }
+        guard config.globalBatch != nil || Checked.mul(config.batchSize, config.gradAccum, ranks) != nil else {
+            throw TrainingError.invalidOption("--batch-size \(config.batchSize) × --grad-accum \(config.gradAccum) × \(ranks) ranks overflows a 64-bit count of rows")
+        }
         let global = config.globalBatch(ranks: ranks)
         guard ranks <= 1 || global >= ranks else {
             throw TrainingError.invalidOption("a global batch of \(global) rows over \(ranks) ranks leaves rank \(global) without data: "
@@ -36,6 +39,16 @@ public struct TrainPlan: Sendable {
         let set: AdapterSet
         switch adapter {
         case let .fresh(spec):
+            // The adapter's size comes from flags (--r): refused before it is allocated when
+            // it, its gradients and its AdamW moments cannot fit.
+            let params = Self.trainableParameters(spec: spec, model: model)
+            let need = Checked.mul(params, Self.bytesPerTrainableParameter)
+            if let problem = SystemMemory.shortfall(need) {
+                let flag = spec.kind == .lora ? "--r \(spec.rank)" : "--target-modules \(config.targetModules ?? TrainConfig.Defaults.targetModules)"
+                guard let params, need != nil else { throw TrainingError.invalidOption("\(flag): the adapter's parameter count overflows a 64-bit count") }
+                throw TrainingError.invalidOption("\(flag): the adapter's \(params) parameters with their gradients "
+                    + "and AdamW moments need \(SystemMemory.format(need)); \(problem)")
+            }
             set = try AdapterSet.create(spec: spec, config: model, seed: config.seed)
         case let .initialValues(path, ndlinearAlpha, loraAlpha):
             set = try AdapterIO.load(URL(fileURLWithPath: path), config: model, ndlinearAlpha: ndlinearAlpha, loraAlpha: loraAlpha)
@@ -44,8 +57,54 @@ public struct TrainPlan: Sendable {
             }
             for a in set.adapters { a.dropout = config.dropout }
         }
+        guard !set.adapters.isEmpty else {
+            throw TrainingError.invalidOption("--target-modules \(config.targetModules ?? TrainConfig.Defaults.targetModules) --layers '\(config.layers ?? "")' "
+                + "select no projection of the model's \(model.numLayers) layers: nothing would be trained")
+        }
         set.baseModelName = config.model
         return set
+    }
+
+    // MARK: Memory
+
+    /// f32 value, gradient and the two AdamW moments of each trainable parameter.
+    public static let bytesPerTrainableParameter = 16
+
+    /// Trainable parameters of `spec` on `model` with checked arithmetic (nil on overflow):
+    /// `AdapterSet.parameterCount(spec:config:)` for ranks that come straight from a flag.
+    public static func trainableParameters(spec: AdapterSpec, model: ModelConfig) -> Int? {
+        var sum: Int? = 0
+        for t in spec.targets.targets(for: model) {
+            let (o, i) = model.shape(of: t.projection)
+            switch spec.kind {
+            case .lora:
+                sum = Checked.add(sum, Checked.mul(spec.rank(for: t.projection.modulePath(layer: t.layer)), i + o))
+            case .ndlinear:
+                let (a, b) = balancedFactors(i), (c, d) = balancedFactors(o)
+                sum = Checked.add(sum, c * a + d * b)
+            }
+        }
+        return sum
+    }
+
+    /// Refuses a run whose step would not fit in memory, before its activation arena is
+    /// allocated: the arena for `batchSize × seqLen` tokens (`seqLen`: the packing length, or
+    /// the longest example) plus the adapter with its gradients and AdamW moments, against
+    /// `SystemMemory` (the base weights are memory-mapped and not counted).
+    public func checkMemory(model: ModelConfig, seqLen: Int, trainableParameters: Int) throws {
+        let acts = model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: config.checkpointing)
+        let adapterBytes = Checked.mul(trainableParameters, Self.bytesPerTrainableParameter)
+        let total = Checked.add(acts, adapterBytes)
+        guard let problem = SystemMemory.shortfall(total) else { return }
+        let rows = config.packing ? "--batch-size \(config.batchSize) × --max-length \(config.maxLength) (packed rows)"
+            : "--batch-size \(config.batchSize) × \(seqLen) tokens (the longest example; --max-length \(config.maxLength))"
+        var hint = ""
+        if !config.checkpointing, let c = Checked.add(model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: true), adapterBytes),
+           SystemMemory.shortfall(c) == nil {
+            hint = "; with --checkpointing it needs \(SystemMemory.format(c))"
+        }
+        throw TrainingError.invalidOption("\(rows): a training step needs \(SystemMemory.format(total)) (activations \(SystemMemory.format(acts)), "
+            + "adapter with gradients and AdamW moments \(SystemMemory.format(adapterBytes))); \(problem)\(hint)")
     }
 }
 
@@ -82,13 +141,17 @@ extension TrainConfig {
         if let r, r <= 0 { throw bad("--r \(r): must be positive") }
         guard maxLength > 1 else { throw bad("--max-length \(maxLength): must be at least 2") }
         guard batchSize > 0, gradAccum > 0 else { throw bad("--batch-size and --grad-accum must be positive") }
+        guard Checked.mul(batchSize, gradAccum) != nil else { throw bad("--batch-size \(batchSize) × --grad-accum \(gradAccum) overflows a 64-bit count of rows") }
         if let g = globalBatch {
             guard g > 0 else { throw bad("--global-batch \(g): must be positive") }
             guard gradAccum == 1 else { throw bad("give --global-batch or --grad-accum, not both (with --global-batch the accumulation follows from --batch-size and the number of ranks)") }
         }
         guard lr >= 0, lr.isFinite else { throw bad("--lr \(lr): must be a finite number ≥ 0") }
         guard adamBetas.count == 2, adamBetas.allSatisfy({ $0 >= 0 && $0 < 1 }) else { throw bad("--adam-betas: expected two numbers in [0, 1), e.g. 0.9,0.999") }
-        guard adamEps > 0 else { throw bad("--adam-eps must be positive") }
+        guard adamEps > 0, adamEps.isFinite else { throw bad("--adam-eps \(adamEps): must be a finite number > 0") }
+        guard weightDecay >= 0, weightDecay.isFinite else { throw bad("--weight-decay \(weightDecay): must be a finite number ≥ 0") }
+        if let a = alpha, !a.isFinite { throw bad("--alpha \(a): must be a finite number") }
+        if let a = adapterAlpha, !a.isFinite { throw bad("--adapter-alpha \(a): must be a finite number") }
         guard dropout >= 0, dropout < 1 else { throw bad("--dropout \(dropout): expected 0 ≤ p < 1") }
         guard maxGradNorm >= 0 else { throw bad("--max-grad-norm must be ≥ 0 (0 disables clipping)") }
         if epochs != nil, steps != nil { throw bad("give --epochs or --steps, not both") }
@@ -132,8 +195,11 @@ extension TrainConfig {
         for (flag, path) in [("--data", data), ("--val-data", valData)] {
             guard let path else { continue }
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else {
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
                 throw TrainingError.invalidOption("\(flag) \(path): no such file")
+            }
+            guard !isDir.boolValue else {
+                throw TrainingError.invalidOption("\(flag) \(path): is a directory; expected a JSON or JSONL data file")
             }
         }
     }

@@ -79,6 +79,7 @@ public final class Trainer {
         schedule = LRSchedule(kind: config.schedule, baseLR: config.lr, warmupSteps: warmup, totalSteps: total)
 
         let seqCap = config.packing ? config.maxLength : min(config.maxLength, data.longest)
+        try plan.checkMemory(model: weights.config, seqLen: seqCap, trainableParameters: adapters.parameterCount)
         acts = Activations(config: weights.config, batch: config.batchSize, seqLen: seqCap, checkpointing: config.checkpointing)
     }
 
@@ -138,13 +139,18 @@ public final class Trainer {
         }) {
             try checkShards()
             guard comm.isRoot else { return nil }
-            try FileManager.default.createDirectory(at: outputDir, withIntermediateDirectories: true)
-            if let r = config.resume { try resume(from: r) }
+            // Never write over an earlier run unless told to (--resume continues it, --overwrite
+            // replaces it): a failed run must not destroy a finished one.
+            try prepareOutputDirectory()
+            if let r = config.resume {
+                try resume(from: r)
+                // Rows after the checkpoint are the interrupted run's own, redone from here.
+                try Checkpoints.truncateMetrics(metricsURL, afterStep: step)
+            }
             try writeRunJSON()
-            try Checkpoints.truncateMetrics(metricsURL, afterStep: step)
             return try MetricsWriter(url: metricsURL)
         }
-        broadcastState()
+        try broadcastState()
         StopSignal.install()
         defer { StopSignal.uninstall() }
 
@@ -184,6 +190,9 @@ public final class Trainer {
             let loss = lossSum / Double(max(normalizer, 1))
             let norm = gradientNorm(adapters.parameters)
             guard loss.isFinite, norm.isFinite else {
+                // A non-finite base weight makes the very first loss NaN: name it (bad input)
+                // rather than call it divergence. One pass over the weights, only now.
+                try model.weights.checkFinite(context: "found when the loss of step \(step) was \(loss)")
                 throw TrainingError.diverged(step: step, what: "loss \(loss), gradient norm \(norm)" +
                     (latestCheckpoint().map { "; last good checkpoint: \($0.path)" } ?? "; no checkpoint was written"))
             }
@@ -239,5 +248,69 @@ public final class Trainer {
         return TrainSummary(steps: step, finalLoss: lastLoss, valLossBefore: valBefore?.loss, valLossAfter: valAfter,
                             bestValLoss: bestVal?.loss, bestStep: bestVal?.step, wallSeconds: wall,
                             tokensPerSecond: Double(tokensSeen) / max(wall, 1e-9), adapterDirectory: adapterDir, stoppedEarly: stoppedEarly)
+    }
+}
+
+// MARK: - The output directory
+
+extension Trainer {
+    /// What a run writes into its output directory (and `--overwrite` removes).
+    static let runArtifacts = ["metrics.jsonl", "run.json", "loss.svg", "adapter", "checkpoints"]
+
+    /// Whether `resume` (a run directory or one of its checkpoints) lies in `output`.
+    static func resumes(_ resume: String, into output: String) -> Bool {
+        func canonical(_ p: String) -> String { URL(fileURLWithPath: p).resolvingSymlinksInPath().standardizedFileURL.path }
+        let r = canonical(resume), o = canonical(output)
+        return r == o || r.hasPrefix(o.hasSuffix("/") ? o : o + "/")
+    }
+
+    /// Checks `--output` before anything is written (the command line calls it before the model
+    /// is loaded, `run` again before the first write): it must be a directory that can be
+    /// created, or an empty one, or the run `--resume` continues; anything else (a finished
+    /// or failed earlier run, unrelated files) is refused unless `--overwrite` is given.
+    /// - Throws: `TrainingError.invalidOption` naming `--output` and what it holds.
+    public static func checkOutputDirectory(_ config: TrainConfig) throws {
+        let path = config.output
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
+            if let file = ErrorText.fileInPath(path) {
+                throw TrainingError.invalidOption("--output \(path): cannot create the directory: \(file) is a file, not a directory")
+            }
+            return
+        }
+        guard isDir.boolValue else {
+            throw TrainingError.invalidOption("--output \(path) is a file; expected a directory (a new or empty one, or the run to --resume)")
+        }
+        let entries: [String]
+        do { entries = try fm.contentsOfDirectory(atPath: path).sorted() } catch {
+            throw TrainingError.invalidOption("--output \(path): cannot list the directory: \(ErrorText.reason(error, path: path))")
+        }
+        guard !entries.isEmpty, !config.overwrite else { return }
+        if let r = config.resume, resumes(r, into: path) { return }
+        let shown = entries.prefix(4).joined(separator: ", ") + (entries.count > 4 ? ", … (\(entries.count) entries)" : "")
+        let earlier = entries.contains { runArtifacts.contains($0) } ? "an earlier run" : "files"
+        let hint = config.resume.map { "it is not the run --resume \($0) continues; " } ?? ""
+        throw TrainingError.invalidOption("--output \(path) already holds \(earlier) (\(shown)); \(hint)refusing to write over it. "
+            + "Continue that run with --resume \(path), replace it with --overwrite, or choose a new directory")
+    }
+
+    /// `checkOutputDirectory`, then with `--overwrite` (and not resuming from inside it) removes
+    /// what an earlier run wrote there — other files stay — and creates the directory.
+    func prepareOutputDirectory() throws {
+        try Self.checkOutputDirectory(config)
+        let fm = FileManager.default
+        if config.overwrite, !(config.resume.map { Self.resumes($0, into: config.output) } ?? false) {
+            for name in Self.runArtifacts {
+                let u = outputDir.appendingPathComponent(name)
+                guard fm.fileExists(atPath: u.path) else { continue }
+                do { try fm.removeItem(at: u) } catch {
+                    throw TrainingError.system("--overwrite: cannot remove \(u.path): \(ErrorText.reason(error, path: u.path))")
+                }
+            }
+        }
+        do { try fm.createDirectory(at: outputDir, withIntermediateDirectories: true) } catch {
+            throw TrainingError.invalidOption("--output \(config.output): cannot create the directory: \(ErrorText.reason(error, path: outputDir.path))")
+        }
     }
 }

@@ -22,8 +22,10 @@ struct TrainingData {
             let prepared = try prepareExamples(loaded.examples, template: config.template, tokenizer: tokenizer, options: options,
                                                strict: config.strict, chat: chat)
             prepared.warnings.forEach(warn)
-            if let bad = prepared.examples.lazy.flatMap(\.inputIds).first(where: { $0 < 0 || $0 >= vocabSize }) {
-                throw TrainingError.data("\(path): token id \(bad) is outside the model's vocabulary [0, \(vocabSize))")
+            // Ids index embedding rows and logit columns: every one (pre-tokenized records'
+            // labels included) is checked against the model before the first step.
+            for (example, source) in zip(prepared.examples, prepared.sourceIndex) {
+                try checkTokenIds(example, vocabSize: vocabSize, at: loaded.examples[source].location)
             }
             return prepared.examples
         }
@@ -39,6 +41,17 @@ struct TrainingData {
         }
         if let lim = config.valLimit { valSet = Array(valSet.prefix(lim)) }
         guard !trainSet.isEmpty else { throw TrainingError.data("\(config.data): no usable training examples") }
+        if config.steps == nil, let e = config.epochs {
+            // The run's length is counted in examples (epochs × examples) and, with packing,
+            // counted row by row: refused when that count overflows or cannot be made.
+            guard let examples = Checked.mul(e, trainSet.count) else {
+                throw TrainingError.invalidOption("--epochs \(e): \(e) passes over \(trainSet.count) training examples overflow a 64-bit count of examples")
+            }
+            guard !config.packing || examples <= Self.maxPackedPlan else {
+                throw TrainingError.invalidOption("--epochs \(e) with --packing: \(examples) examples to pack, more than the \(Self.maxPackedPlan) "
+                    + "whose rows are counted to plan the schedule; give --steps instead")
+            }
+        }
         train = trainSet
         val = valSet
         padId = paddingId(for: tokenizer)
@@ -54,8 +67,17 @@ struct TrainingData {
         DataStream(count: train.count, seed: config.seed, shuffle: config.shuffle, epochs: config.steps == nil ? (config.epochs ?? 1) : nil)
     }
 
+    /// Examples handed out at most by a packed epochs-mode run: its rows are counted one by one
+    /// to plan the schedule, which must end in seconds.
+    static let maxPackedPlan = 1 << 32
+
     /// Optimizer steps in the stream's passes when each takes `rowsPerStep` rows.
     func countSteps(_ stream: DataStream, rowsPerStep: Int) -> Int {
+        // One example per row without packing: the count is arithmetic, whatever --epochs is.
+        if packer.packLength == nil, let limit = stream.limit {
+            let remaining = limit - stream.position.consumed
+            return remaining <= 0 ? 1 : (remaining - 1) / max(rowsPerStep, 1) + 1
+        }
         var s = stream
         var steps = 0
         while !s.exhausted {
