@@ -26,9 +26,12 @@
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
 
+#include "kquant_codes.h"
+#include "row_groups.h"
+
 /// Element kinds and block formats the shared loops below are specialised for (always constant
 /// after inlining, so every switch on them folds away).
-enum { K_F32, K_BF16, K_F16, K_Q8_0, K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1 };
+enum { K_F32, K_BF16, K_F16, K_Q8_0, K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q4_K, K_Q5_K, K_Q6_K };
 
 static inline long element_bytes(int kind) { return kind == K_F32 ? 4 : 2; }
 
@@ -38,7 +41,10 @@ static inline long block_bytes(int kind) {
     case K_Q4_0: return 18;
     case K_Q4_1: return 20;
     case K_Q5_0: return 22;
-    default: return 24;  // K_Q5_1
+    case K_Q5_1: return 24;
+    case K_Q4_K: return 144;
+    case K_Q5_K: return 176;
+    default: return 210;  // K_Q6_K
     }
 }
 
@@ -85,6 +91,21 @@ AVX2 INLINE float scalar_element(const int kind, const uint8_t *p) {
     }
 }
 
+/// The whole 16-weight steps of one element-type weight row for M input rows: each step loaded
+/// and widened once, multiply-added into two accumulators per row. Returns where they stop.
+AVX2 INLINE long elem_steps16(const int kind, const int M, const uint8_t *wr, long es, long k,
+                              const float *x, long ldx, __m256 a0[3], __m256 a1[3]) {
+    long i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m256 w0 = load8(kind, wr + i * es), w1 = load8(kind, wr + (i + 8) * es);
+        for (int r = 0; r < M; r++) {
+            a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * ldx + i), a0[r]);
+            a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + r * ldx + i + 8), a1[r]);
+        }
+    }
+    return i;
+}
+
 /// M (1–3) input rows against element-type weight rows: each 16-weight step is loaded and
 /// widened once, then multiply-added into two accumulators per input row; the last k % 8 values
 /// are scalar (real widths are multiples of 64, so this only runs for odd test sizes).
@@ -95,14 +116,7 @@ AVX2 INLINE void elem_rows_avx2(const int kind, const int M, const uint8_t *w, l
         const uint8_t *wr = w + j * rb;
         __m256 a0[3], a1[3];
         for (int r = 0; r < M; r++) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); }
-        long i = 0;
-        for (; i + 16 <= k; i += 16) {
-            __m256 w0 = load8(kind, wr + i * es), w1 = load8(kind, wr + (i + 8) * es);
-            for (int r = 0; r < M; r++) {
-                a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * ldx + i), a0[r]);
-                a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + r * ldx + i + 8), a1[r]);
-            }
-        }
+        long i = elem_steps16(kind, M, wr, es, k, x, ldx, a0, a1);
         if (i + 8 <= k) {
             __m256 w0 = load8(kind, wr + i * es);
             for (int r = 0; r < M; r++) a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * ldx + i), a0[r]);
@@ -171,6 +185,15 @@ AVX2 INLINE __m256 scale8(const int kind, __m128i q, __m256 d, __m256 mn) {
     return kind == K_Q4_1 || kind == K_Q5_1 ? _mm256_fmadd_ps(c, d, mn) : _mm256_mul_ps(c, d);
 }
 
+/// `y[r·ldy + j]` = the sum of input row r's `NA` accumulators, for the M rows.
+AVX2 INLINE void store_sums_avx2(__m256 acc[3][4], const int M, const int NA, float *y, long ldy, long j) {
+    for (int r = 0; r < M; r++) {
+        __m256 s = _mm256_add_ps(acc[r][0], acc[r][1]);
+        if (NA == 4) s = _mm256_add_ps(s, _mm256_add_ps(acc[r][2], acc[r][3]));
+        y[r * ldy + j] = hsum256(s);
+    }
+}
+
 /// One block (four decoded vectors) multiply-added for M input rows into accumulators
 /// `(base + v) % NA` of each row.
 AVX2 INLINE void quant_block_avx2(const int kind, const int M, const int NA, const int base, const uint8_t *p,
@@ -198,11 +221,85 @@ AVX2 INLINE void quant_rows_avx2(const int kind, const int M, const uint8_t *w, 
         __m256 acc[3][4];
         for (int r = 0; r < M; r++) for (int a = 0; a < NA; a++) acc[r][a] = _mm256_setzero_ps();
         for (long b = 0; b < nb; b++, p += bb) quant_block_avx2(kind, M, NA, 0, p, x + 32 * b, ldx, acc);
-        for (int r = 0; r < M; r++) {
-            __m256 s = _mm256_add_ps(acc[r][0], acc[r][1]);
-            if (NA == 4) s = _mm256_add_ps(s, _mm256_add_ps(acc[r][2], acc[r][3]));
-            y[r * ldy + j] = hsum256(s);
+        store_sums_avx2(acc, M, NA, y, ldy, j);
+    }
+}
+
+// MARK: - K-quants (256-value super-blocks), exact: AVX2
+
+/// Q4_K/Q5_K's eight 6-bit scales and mins (ggml's `get_scale_min_k4`) from the 12 bytes at `s`,
+/// as two 8-byte groups: scales (sub-blocks 0–7) in `*sc`, mins in `*mn`, byte i = sub-block i.
+static inline void k4_scales_mins(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    const uint32_t a0 = load_u32(s), a1 = load_u32(s + 4), a2 = load_u32(s + 8);
+    const uint32_t sc_hi = (a2 & 0x0F0F0F0Fu) | (((a0 >> 6) & 0x03030303u) << 4);
+    const uint32_t mn_hi = ((a2 >> 4) & 0x0F0F0F0Fu) | (((a1 >> 6) & 0x03030303u) << 4);
+    *sc = (uint64_t)(a0 & 0x3F3F3F3Fu) | ((uint64_t)sc_hi << 32);
+    *mn = (uint64_t)(a1 & 0x3F3F3F3Fu) | ((uint64_t)mn_hi << 32);
+}
+
+/// `kquant_codes_avx2` for this file's kinds.
+AVX2 INLINE __m256i kcodes_avx2(const int kind, const uint8_t *p, const int s) {
+    return kquant_codes_avx2(kind == K_Q4_K ? KQ_Q4_K : (kind == K_Q5_K ? KQ_Q5_K : KQ_Q6_K), p, s);
+}
+
+/// Per-sub-block weight scale and additive term of a K-quant super-block, exactly the
+/// dequantizer's: Q4_K/Q5_K value = (d·sc)·q − dmin·m (d·sc has ≤ 17 significant bits and q ≤ 5,
+/// so (d·sc)·q is exact and one FMA rounds like the dequantizer's multiply-then-subtract);
+/// Q6_K value = (d·sc)·(q − 32) with one scale per 16 values (exact product: ≤ 18 + 6 bits).
+/// `scale[2s]`, `scale[2s+1]`: values 32s…32s+15 and 32s+16…32s+31; `neg_min[s]`: −dmin·m.
+static inline void kscales(const int kind, const uint8_t *p, float d, float dmin, float scale[16], float neg_min[8]) {
+    if (kind == K_Q6_K) {
+        for (int i = 0; i < 16; i++) scale[i] = d * (float)(int8_t)p[192 + i];
+        return;
+    }
+    uint64_t sc, mn;
+    k4_scales_mins(p + 4, &sc, &mn);
+    for (int s = 0; s < 8; s++) {
+        scale[2 * s] = scale[2 * s + 1] = d * (float)((sc >> (8 * s)) & 0xFF);
+        neg_min[s] = -(dmin * (float)((mn >> (8 * s)) & 0xFF));
+    }
+}
+
+/// 8 unsigned code bytes (the low 8 of `c`) → f32 weights: `scale·c + neg_min`, or for Q6_K
+/// `scale·(c − 32)`.
+AVX2 INLINE __m256 kvalues8(const int kind, __m128i c, __m256 scale, __m256 neg_min) {
+    if (kind == K_Q6_K) {
+        __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(c), _mm256_set1_epi32(32)));
+        return _mm256_mul_ps(v, scale);
+    }
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c)), scale, neg_min);
+}
+
+/// M (1–3) input rows against K-quant weight rows (k a multiple of 256): each 32-value sub-block is
+/// decoded once into four 8-lane f32 vectors, then multiply-added per input row (accumulators as
+/// `quant_rows_avx2`).
+AVX2 INLINE void kquant_rows_avx2(const int kind, const int M, const uint8_t *w, long rb, long n, long k,
+                                  const float *x, long ldx, float *y, long ldy) {
+    const int NA = M == 3 ? 2 : 4;
+    const long nb = k / 256, bb = block_bytes(kind);
+    for (long j = 0; j < n; j++) {
+        const uint8_t *p = w + j * rb;
+        __m256 acc[3][4];
+        for (int r = 0; r < M; r++) for (int a = 0; a < NA; a++) acc[r][a] = _mm256_setzero_ps();
+        for (long b = 0; b < nb; b++, p += bb) {
+            float scale[16], neg_min[8];
+            if (kind == K_Q6_K) kscales(kind, p, _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p + 208)))), 0, scale, neg_min);
+            else kscales(kind, p, _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p)))),
+                         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p + 2)))), scale, neg_min);
+            const float *xb = x + 256 * b;
+            for (int s = 0; s < 8; s++) {
+                const __m256i c = kcodes_avx2(kind, p, s);
+                const __m128i lo = _mm256_castsi256_si128(c), hi = _mm256_extracti128_si256(c, 1);
+                const __m256 s0 = _mm256_set1_ps(scale[2 * s]), s1 = _mm256_set1_ps(scale[2 * s + 1]);
+                const __m256 nm = kind == K_Q6_K ? _mm256_setzero_ps() : _mm256_set1_ps(neg_min[s]);
+                __m256 wv[4] = { kvalues8(kind, lo, s0, nm), kvalues8(kind, _mm_unpackhi_epi64(lo, lo), s0, nm),
+                                 kvalues8(kind, hi, s1, nm), kvalues8(kind, _mm_unpackhi_epi64(hi, hi), s1, nm) };
+                for (int v = 0; v < 4; v++)
+                    for (int r = 0; r < M; r++)
+                        acc[r][v % NA] = _mm256_fmadd_ps(wv[v], _mm256_loadu_ps(xb + r * ldx + 32 * s + 8 * v), acc[r][v % NA]);
+            }
         }
+        store_sums_avx2(acc, M, NA, y, ldy, j);
     }
 }
 
@@ -233,14 +330,7 @@ AVX512 INLINE void elem_rows_avx512(const int kind, const int M, const uint8_t *
         const uint8_t *wr = w + j * rb;
         __m256 a0[3], a1[3];
         for (int r = 0; r < M; r++) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); }
-        long i = 0;
-        for (; i + 16 <= k; i += 16) {
-            __m256 w0 = load8(kind, wr + i * es), w1 = load8(kind, wr + (i + 8) * es);
-            for (int r = 0; r < M; r++) {
-                a0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + r * ldx + i), a0[r]);
-                a1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + r * ldx + i + 8), a1[r]);
-            }
-        }
+        long i = elem_steps16(kind, M, wr, es, k, x, ldx, a0, a1);
         for (; i < k; i += 8) {
             const long left = k - i;
             const __mmask8 mask = left >= 8 ? 0xFF : (__mmask8)((1u << left) - 1);
@@ -295,15 +385,26 @@ AVX512 INLINE void block_avx512(const int kind, const uint8_t *p, __m512 *w0, __
     }
 }
 
+/// `y[r·ldy + j]` = the sum of input row r's `NA` accumulators, for the M rows.
+AVX512 INLINE void store_sums_avx512(__m512 acc[3][4], const int M, const int NA, float *y, long ldy, long j) {
+    for (int r = 0; r < M; r++) {
+        __m512 s = _mm512_add_ps(acc[r][0], acc[r][1]);
+        if (NA == 4) s = _mm512_add_ps(s, _mm512_add_ps(acc[r][2], acc[r][3]));
+        y[r * ldy + j] = _mm512_reduce_add_ps(s);
+    }
+}
+
 /// One block (two decoded vectors) multiply-added for M input rows into accumulators
 /// `(base + v) % NA` of each row.
 AVX512 INLINE void quant_block_avx512(const int kind, const int M, const int NA, const int base, const uint8_t *p,
                                       const float *xb, long ldx, __m512 acc[3][4]) {
     __m512 wv[2];
     block_avx512(kind, p, &wv[0], &wv[1]);
-    for (int v = 0; v < 2; v++)
-        for (int r = 0; r < M; r++)
-            acc[r][(base + v) % NA] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xb + r * ldx + 16 * v), acc[r][(base + v) % NA]);
+    for (int r = 0; r < M; r++) {
+        const float *xr = xb + r * ldx;
+        acc[r][base % NA] = _mm512_fmadd_ps(wv[0], _mm512_loadu_ps(xr), acc[r][base % NA]);
+        acc[r][(base + 1) % NA] = _mm512_fmadd_ps(wv[1], _mm512_loadu_ps(xr + 16), acc[r][(base + 1) % NA]);
+    }
 }
 
 /// M (1–3) input rows against block-format weight rows (k a multiple of 32): each block decoded
@@ -326,11 +427,49 @@ AVX512 INLINE void quant_rows_avx512(const int kind, const int M, const uint8_t 
             }
         }
         for (; b < nb; b++, p += bb) quant_block_avx512(kind, M, NA, 0, p, x + 32 * b, ldx, acc);
-        for (int r = 0; r < M; r++) {
-            __m512 s = _mm512_add_ps(acc[r][0], acc[r][1]);
-            if (NA == 4) s = _mm512_add_ps(s, _mm512_add_ps(acc[r][2], acc[r][3]));
-            y[r * ldy + j] = _mm512_reduce_add_ps(s);
+        store_sums_avx512(acc, M, NA, y, ldy, j);
+    }
+}
+
+/// M (1–3) input rows against K-quant weight rows at the AVX-512 level: each 32-value sub-block
+/// decoded once into two 16-lane f32 vectors (the same exact values as `kquant_rows_avx2`), then
+/// multiply-added per input row; one row alternates two accumulator pairs across sub-blocks.
+AVX512 INLINE void kquant_rows_avx512(const int kind, const int M, const uint8_t *w, long rb, long n, long k,
+                                      const float *x, long ldx, float *y, long ldy) {
+    const int NA = M == 1 ? 4 : 2;
+    const long nb = k / 256, bb = block_bytes(kind);
+    float scale[16], neg_min[8];  // of the current super-block
+    for (long j = 0; j < n; j++) {
+        const uint8_t *p = w + j * rb;
+        __m512 acc[3][4];
+        for (int r = 0; r < M; r++) for (int a = 0; a < NA; a++) acc[r][a] = _mm512_setzero_ps();
+        for (long b = 0; b < nb; b++, p += bb) {
+            if (kind == K_Q6_K) kscales(kind, p, _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p + 208)))), 0, scale, neg_min);
+            else kscales(kind, p, _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p)))),
+                         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(load_u16(p + 2)))), scale, neg_min);
+            for (int s = 0; s < 8; s++) {
+                const float *xs = x + 256 * b + 32 * s;
+                const __m256i c = kcodes_avx2(kind, p, s);
+                __m512i c0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(c));
+                __m512i c1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(c, 1));
+                const __m512 s0 = _mm512_set1_ps(scale[2 * s]), s1 = _mm512_set1_ps(scale[2 * s + 1]);
+                __m512 wv[2];
+                if (kind == K_Q6_K) {
+                    const __m512i b32 = _mm512_set1_epi32(32);
+                    wv[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c0, b32)), s0);
+                    wv[1] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(c1, b32)), s1);
+                } else {
+                    const __m512 nm = _mm512_set1_ps(neg_min[s]);
+                    wv[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), s0, nm);
+                    wv[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1), s1, nm);
+                }
+                const int base = NA == 4 ? 2 * (s & 1) : 0;
+                for (int v = 0; v < 2; v++)
+                    for (int r = 0; r < M; r++)
+                        acc[r][base + v] = _mm512_fmadd_ps(wv[v], _mm512_loadu_ps(xs + r * ldx + 16 * v), acc[r][base + v]);
+            }
         }
+        store_sums_avx512(acc, M, NA, y, ldy, j);
     }
 }
 
@@ -340,29 +479,25 @@ AVX512 INLINE void quant_rows_avx512(const int kind, const int M, const uint8_t 
 #define GEMV_KERNEL(name, attr, rows_fn, kind)                                                       \
     attr void name(const void *w, long rb, long n, long k, const float *x, long m, long ldx,          \
                    float *y, long ldy) {                                                              \
-        long r = 0;                                                                                   \
-        for (; r + 3 <= m; r += 3) rows_fn(kind, 3, (const uint8_t *)w, rb, n, k, x + r * ldx, ldx, y + r * ldy, ldy); \
-        if (m - r == 2) rows_fn(kind, 2, (const uint8_t *)w, rb, n, k, x + r * ldx, ldx, y + r * ldy, ldy);          \
-        if (m - r == 1) rows_fn(kind, 1, (const uint8_t *)w, rb, n, k, x + r * ldx, ldx, y + r * ldy, ldy);          \
+        FT_ROW_GROUPS(rows_fn, kind, (const uint8_t *)w, rb, n, k, x, m, ldx, y, ldy);               \
     }
 
-GEMV_KERNEL(ft_gemv_f32_avx2, AVX2, elem_rows_avx2, K_F32)
-GEMV_KERNEL(ft_gemv_bf16_avx2, AVX2, elem_rows_avx2, K_BF16)
-GEMV_KERNEL(ft_gemv_f16_avx2, AVX2, elem_rows_avx2, K_F16)
-GEMV_KERNEL(ft_gemv_q8_0_avx2, AVX2, quant_rows_avx2, K_Q8_0)
-GEMV_KERNEL(ft_gemv_q4_0_avx2, AVX2, quant_rows_avx2, K_Q4_0)
-GEMV_KERNEL(ft_gemv_q4_1_avx2, AVX2, quant_rows_avx2, K_Q4_1)
-GEMV_KERNEL(ft_gemv_q5_0_avx2, AVX2, quant_rows_avx2, K_Q5_0)
-GEMV_KERNEL(ft_gemv_q5_1_avx2, AVX2, quant_rows_avx2, K_Q5_1)
+/// Every exact kernel of one ISA level (`isa`: the name suffix, `ATTR`: its target attribute).
+#define GEMV_KERNELS(isa, ATTR)                                           \
+    GEMV_KERNEL(ft_gemv_f32_##isa, ATTR, elem_rows_##isa, K_F32)          \
+    GEMV_KERNEL(ft_gemv_bf16_##isa, ATTR, elem_rows_##isa, K_BF16)        \
+    GEMV_KERNEL(ft_gemv_f16_##isa, ATTR, elem_rows_##isa, K_F16)          \
+    GEMV_KERNEL(ft_gemv_q8_0_##isa, ATTR, quant_rows_##isa, K_Q8_0)       \
+    GEMV_KERNEL(ft_gemv_q4_0_##isa, ATTR, quant_rows_##isa, K_Q4_0)       \
+    GEMV_KERNEL(ft_gemv_q4_1_##isa, ATTR, quant_rows_##isa, K_Q4_1)       \
+    GEMV_KERNEL(ft_gemv_q5_0_##isa, ATTR, quant_rows_##isa, K_Q5_0)       \
+    GEMV_KERNEL(ft_gemv_q5_1_##isa, ATTR, quant_rows_##isa, K_Q5_1)       \
+    GEMV_KERNEL(ft_gemv_q4_K_##isa, ATTR, kquant_rows_##isa, K_Q4_K)      \
+    GEMV_KERNEL(ft_gemv_q5_K_##isa, ATTR, kquant_rows_##isa, K_Q5_K)      \
+    GEMV_KERNEL(ft_gemv_q6_K_##isa, ATTR, kquant_rows_##isa, K_Q6_K)
 
-GEMV_KERNEL(ft_gemv_f32_avx512, AVX512, elem_rows_avx512, K_F32)
-GEMV_KERNEL(ft_gemv_bf16_avx512, AVX512, elem_rows_avx512, K_BF16)
-GEMV_KERNEL(ft_gemv_f16_avx512, AVX512, elem_rows_avx512, K_F16)
-GEMV_KERNEL(ft_gemv_q8_0_avx512, AVX512, quant_rows_avx512, K_Q8_0)
-GEMV_KERNEL(ft_gemv_q4_0_avx512, AVX512, quant_rows_avx512, K_Q4_0)
-GEMV_KERNEL(ft_gemv_q4_1_avx512, AVX512, quant_rows_avx512, K_Q4_1)
-GEMV_KERNEL(ft_gemv_q5_0_avx512, AVX512, quant_rows_avx512, K_Q5_0)
-GEMV_KERNEL(ft_gemv_q5_1_avx512, AVX512, quant_rows_avx512, K_Q5_1)
+GEMV_KERNELS(avx2, AVX2)
+GEMV_KERNELS(avx512, AVX512)
 
 #else
 
@@ -381,6 +516,9 @@ GEMV_KERNEL(ft_gemv_q4_0_avx2)
 GEMV_KERNEL(ft_gemv_q4_1_avx2)
 GEMV_KERNEL(ft_gemv_q5_0_avx2)
 GEMV_KERNEL(ft_gemv_q5_1_avx2)
+GEMV_KERNEL(ft_gemv_q4_K_avx2)
+GEMV_KERNEL(ft_gemv_q5_K_avx2)
+GEMV_KERNEL(ft_gemv_q6_K_avx2)
 GEMV_KERNEL(ft_gemv_f32_avx512)
 GEMV_KERNEL(ft_gemv_bf16_avx512)
 GEMV_KERNEL(ft_gemv_f16_avx512)
@@ -389,5 +527,8 @@ GEMV_KERNEL(ft_gemv_q4_0_avx512)
 GEMV_KERNEL(ft_gemv_q4_1_avx512)
 GEMV_KERNEL(ft_gemv_q5_0_avx512)
 GEMV_KERNEL(ft_gemv_q5_1_avx512)
+GEMV_KERNEL(ft_gemv_q4_K_avx512)
+GEMV_KERNEL(ft_gemv_q5_K_avx512)
+GEMV_KERNEL(ft_gemv_q6_K_avx512)
 
 #endif

@@ -20,17 +20,25 @@ import Foundation
 // A 32-value block decodes to eight `SIMD4<Float>` whose lanes are not in value order (e.g. a
 // 32-bit lane holds bf16 values 2i and 2i+1); the activations are permuted ONCE per call into
 // the same order ("packed x"), so the dot product is a plain lane-wise multiply-add. Decoded
-// weights are exactly the widener's / dequantizer's values (`Float(q) · d`), except the additive
-// per-block min of Q4_1/Q5_1/Q4_K/Q5_K, applied once to the block's Σx (as ggml does); results
-// equal widen-then-sgemm up to float32 summation order (tests: 1e-5 of Σ|x·w|).
+// weights are exactly the widener's values; results equal widen-then-sgemm up to float32
+// summation order (tests: 1e-5 of Σ|x·w|). GGML block rows at this (baseline) level are
+// dequantized one row at a time by GGMLQuant's `dequantize` — the one Swift decoder of the block
+// formats, bit-exact with ggml — into L1-resident scratch, then multiplied as f32.
 //
 // On AVX2 and AVX-512 CPUs (`CPU.isa`: cpuid capped by FINETUNE_ISA) f32, bf16, f16, Q8_0, Q4_0,
 // Q4_1, Q5_0 and Q5_1 go to the C kernels in CKernels instead (`ft_gemv_<dtype>_<isa>`): 8- or
 // 16-lane FMA on weights widened in registers to the same exact values, x read as is (no packing).
 // On the Zen 4 here (SmolLM2-135M's projections, 2 threads) f32 and bf16 were already bound by
 // the weight stream (~22–28 GB/s of ~31) and stay there; f16 and the block formats, which this
-// Swift code decodes at 2–10 GB/s, run 2–4× faster. The K-quants (Q4_K, Q5_K, Q6_K) still run the
-// Swift code at every level.
+// Swift code decodes at 2–10 GB/s, run 2–4× faster. The K-quants (Q4_K, Q5_K, Q6_K) have C
+// kernels of the same kind (`ft_gemv_q4_K_avx2` …), exact as well.
+//
+// `QuantDot.int8` (`GEMV.quantDot`, FINETUNE_QUANT_DOT) is llama.cpp's way for the GGML block
+// formats instead: each activation row is quantized once per call to 8-bit blocks exactly as ggml
+// does (q8_0/q8_1 for the 32-value formats, q8_K for the K-quants), and each weight block meets its
+// activation block in an integer dot product (`ft_gemv_<type>_q8_<scalar|avx2|vnni>`: VNNI where
+// cpuid has it at the AVX-512 level, vpmaddubsw at AVX2, portable C at baseline). Not exact: x is
+// rounded to 8 bits per 32 (256) values, as in llama.cpp; f32/bf16/f16 weights are unaffected.
 
 /// One weight matrix `[n, k]` in its stored dtype (row-major, rows `dtype.storageBytes(k)`
 /// bytes apart), and where its outputs go: `y[r·ldy + j]` for input row `r`, output `j`.
@@ -88,6 +96,55 @@ public enum GEMV {
         }
     }
 
+    /// How `multiply` treats the activations against GGML block weights (Q8_0, Q4_0, Q4_1, Q5_0,
+    /// Q5_1, Q4_K, Q5_K, Q6_K; f32/bf16/f16 weights always take f32 activations).
+    public enum QuantDot: String, CaseIterable, Sendable, CustomStringConvertible {
+        /// f32 activations against weights widened in registers to their exact dequantized values.
+        case exact
+        /// ggml's: activations quantized to 8-bit blocks once per call, integer dot products per block.
+        case int8
+
+        public var description: String { rawValue }
+    }
+
+    /// A bad `FINETUNE_QUANT_DOT` value (bad input: exit 2, as `CPUConfigError`).
+    public enum QuantDotError: Error, CustomStringConvertible, Equatable {
+        case badValue(source: String, value: String)
+
+        public var description: String {
+            switch self { case .badValue(let s, let v): "\(s) '\(v)': expected \(QuantDot.allCases.map(\.rawValue).joined(separator: " or "))" }
+        }
+    }
+
+    /// What the environment asks for: `FINETUNE_QUANT_DOT` (nil when unset or empty).
+    public static func environmentQuantDot(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> QuantDot? {
+        guard let v = env["FINETUNE_QUANT_DOT"], !v.isEmpty else { return nil }
+        guard let q = QuantDot(rawValue: v.lowercased()) else { throw QuantDotError.badValue(source: "FINETUNE_QUANT_DOT", value: v) }
+        return q
+    }
+
+    private static let quantDotLock = NSLock()
+    nonisolated(unsafe) private static var quantDotSetting: QuantDot?
+
+    /// The activation precision `multiply` uses for GGML block weights when the call does not
+    /// name one: set once at startup (before decoding starts), else `FINETUNE_QUANT_DOT`, else
+    /// `.exact`. A bad environment value stops the process with its message on first use (a
+    /// command line should validate it first with `environmentQuantDot`).
+    public static var quantDot: QuantDot {
+        get {
+            quantDotLock.lock(); defer { quantDotLock.unlock() }
+            if let q = quantDotSetting { return q }
+            let q: QuantDot
+            do { q = try environmentQuantDot() ?? .exact } catch { fatalError("\(error)") }
+            quantDotSetting = q
+            return q
+        }
+        set {
+            quantDotLock.lock(); defer { quantDotLock.unlock() }
+            quantDotSetting = newValue
+        }
+    }
+
     /// The explicit kernel sets this CPU runs, widest first (`.portable` always).
     public static var availableKernelSets: [Kernels] {
         var sets: [Kernels] = []
@@ -105,7 +162,7 @@ public enum GEMV {
     /// every such CPU has it, but a hypervisor could hide it.
     static let hasF16C = CPU.features.f16c != 0
 
-    /// The C kernel for `dtype` at `level`, or nil where the Swift code runs (baseline, K-quants).
+    /// The C kernel for `dtype` at `level`, or nil where the Swift code runs (baseline).
     static func cKernel(_ dtype: DType, _ level: ISALevel) -> CKernel? {
         guard hasF16C else { return nil }
         switch level {
@@ -120,6 +177,9 @@ public enum GEMV {
             case .q4_1: return ft_gemv_q4_1_avx2
             case .q5_0: return ft_gemv_q5_0_avx2
             case .q5_1: return ft_gemv_q5_1_avx2
+            case .q4_K: return ft_gemv_q4_K_avx2
+            case .q5_K: return ft_gemv_q5_K_avx2
+            case .q6_K: return ft_gemv_q6_K_avx2
             default: return nil
             }
         case .avx512:
@@ -132,24 +192,59 @@ public enum GEMV {
             case .q4_1: return ft_gemv_q4_1_avx512
             case .q5_0: return ft_gemv_q5_0_avx512
             case .q5_1: return ft_gemv_q5_1_avx512
+            case .q4_K: return ft_gemv_q4_K_avx512
+            case .q5_K: return ft_gemv_q5_K_avx512
+            case .q6_K: return ft_gemv_q6_K_avx512
             default: return nil
             }
         }
     }
+
+    /// An 8-bit-activation kernel (the `ft_gemv_q8_fn` contract in CKernels.h).
+    typealias Q8Kernel = @convention(c) (UnsafeRawPointer?, Int, Int, Int, UnsafeRawPointer?, Int, Int,
+                                         UnsafeMutablePointer<Float>?, Int) -> Void
+
+    /// Whether the AVX-512 level runs the VNNI kernels (`vpdpbusd`/`vpdpwssd` on 256-bit vectors:
+    /// AVX512-VNNI with AVX512VL, which the level implies); otherwise it runs the AVX2 ones.
+    static let hasVNNI = CPU.features.avx512_vnni != 0
+
+    /// The 8-bit-activation kernel for a GGML block dtype at `level` (nil for other dtypes):
+    /// VNNI at AVX-512 where cpuid has it, vpmaddubsw at AVX2 (and at AVX-512 without VNNI),
+    /// portable C at baseline or where F16C is hidden.
+    static func int8Kernel(_ dtype: DType, _ level: ISALevel) -> Q8Kernel? {
+        let set = level >= .avx2 && hasF16C ? (level == .avx512 && hasVNNI ? 2 : 1) : 0
+        func pick(_ k: (Q8Kernel, Q8Kernel, Q8Kernel)) -> Q8Kernel { set == 2 ? k.2 : (set == 1 ? k.1 : k.0) }
+        switch dtype {
+        case .q8_0: return pick((ft_gemv_q8_0_q8_scalar, ft_gemv_q8_0_q8_avx2, ft_gemv_q8_0_q8_vnni))
+        case .q4_0: return pick((ft_gemv_q4_0_q8_scalar, ft_gemv_q4_0_q8_avx2, ft_gemv_q4_0_q8_vnni))
+        case .q4_1: return pick((ft_gemv_q4_1_q8_scalar, ft_gemv_q4_1_q8_avx2, ft_gemv_q4_1_q8_vnni))
+        case .q5_0: return pick((ft_gemv_q5_0_q8_scalar, ft_gemv_q5_0_q8_avx2, ft_gemv_q5_0_q8_vnni))
+        case .q5_1: return pick((ft_gemv_q5_1_q8_scalar, ft_gemv_q5_1_q8_avx2, ft_gemv_q5_1_q8_vnni))
+        case .q4_K: return pick((ft_gemv_q4_K_q8_scalar, ft_gemv_q4_K_q8_avx2, ft_gemv_q4_K_q8_vnni))
+        case .q5_K: return pick((ft_gemv_q5_K_q8_scalar, ft_gemv_q5_K_q8_avx2, ft_gemv_q5_K_q8_vnni))
+        case .q6_K: return pick((ft_gemv_q6_K_q8_scalar, ft_gemv_q6_K_q8_avx2, ft_gemv_q6_K_q8_vnni))
+        default: return nil
+        }
+    }
+
+    /// Which 8-bit activation blocks a dtype's int8 kernel reads: 32 values (q8_0/q8_1) or 256 (q8_K).
+    enum Q8Format: Int, CaseIterable { case blocks32, superblocks }
+
+    static func q8Format(_ dtype: DType) -> Q8Format { dtype.blockElements == 256 ? .superblocks : .blocks32 }
 
     /// Whether `multiply` reads this dtype (the float types and every GGML block format).
     public static func supports(_ dtype: DType) -> Bool {
         dtype == .f32 || dtype == .bf16 || dtype == .f16 || dtype.isQuantized
     }
 
-    /// Packed-activation orders; each dtype's decoder produces one.
-    enum Layout: Int, CaseIterable { case plain, pairs, quads }
+    /// Packed-activation orders; each dtype's Swift decoder produces one (GGML block rows are
+    /// dequantized to f32 first, so they read x as is).
+    enum Layout: Int, CaseIterable { case plain, pairs }
 
     static func layout(_ dtype: DType) -> Layout {
         switch dtype {
         case .bf16, .f16: return .pairs
-        case .f32: return .plain
-        default: return .quads  // every GGML block format
+        default: return .plain
         }
     }
 
@@ -158,10 +253,13 @@ public enum GEMV {
 
     /// `y = x[m, k] · Wᵀ` for every target (all share `x`): each weight is read once per call in
     /// its stored dtype, and the output rows of all targets are split across the engine's threads
-    /// (`BLAS.threads`). `k` must be a whole number of blocks for block formats.
+    /// (`BLAS.threads`). `k` must be a whole number of blocks for block formats. `quantDot` (nil:
+    /// `GEMV.quantDot`) chooses f32 or 8-bit activations against GGML block weights; with `.int8`
+    /// each row of x is quantized once here, for all targets.
     public static func multiply(x: UnsafePointer<Float>, rows m: Int, inFeatures k: Int, ldx: Int? = nil,
-                                targets: [GEMVTarget], kernels: Kernels = .best) {
+                                targets: [GEMVTarget], kernels: Kernels = .best, quantDot: QuantDot? = nil) {
         let level = kernels.level
+        let int8 = (quantDot ?? Self.quantDot) == .int8
         precondition(level <= CPU.detectedISA, "GEMV: \(kernels) kernels need \(level); this CPU runs \(CPU.detectedISA)")
         let ldx = ldx ?? k
         precondition(m >= 0 && k >= 0 && ldx >= k, "GEMV: bad sizes m \(m), k \(k), ldx \(ldx)")
@@ -170,10 +268,17 @@ public enum GEMV {
         // Each target's C kernel (nil: the Swift code).
         var cKernels: [CKernel?] = []
         cKernels.reserveCapacity(targets.count)
+        // Each target's 8-bit-activation kernel (int8 mode, block dtypes), and the q8 rows they read.
+        var q8Kernels: [Q8Kernel?] = []
+        q8Kernels.reserveCapacity(targets.count)
+        var q8Needed = [Bool](repeating: false, count: Q8Format.allCases.count)
         for t in targets {
             precondition(supports(t.dtype), "GEMV: unsupported weight dtype \(t.dtype.rawValue)")
             precondition(k % t.dtype.blockElements == 0, "GEMV(\(t.dtype.rawValue)): k = \(k) is not a whole number of blocks")
             precondition(m == 1 || t.ldy >= t.outFeatures, "GEMV: ldy \(t.ldy) < n \(t.outFeatures)")
+            let q8 = int8 ? int8Kernel(t.dtype, level) : nil
+            q8Kernels.append(q8)
+            if q8 != nil { q8Needed[q8Format(t.dtype).rawValue] = true; cKernels.append(nil); continue }
             cKernels.append(cKernel(t.dtype, level))
             if cKernels.last! == nil { needed[layout(t.dtype).rawValue] = true }  // C kernels read x as is
         }
@@ -182,13 +287,21 @@ public enum GEMV {
             return
         }
         let nb = k / 32, packed = m * nb * 32
-        // One scratch: the packed copies each layout needs, then the block sums of x (Q4_1's
-        // min term).
+        // One scratch: the packed copy of x the bf16/f16 Swift decoders read.
         var offset = [Int](repeating: 0, count: Layout.allCases.count)
         var total = 0
-        for l in [Layout.pairs, .quads] where needed[l.rawValue] { offset[l.rawValue] = total; total += packed }
-        let sumsOffset = total
-        if needed[Layout.quads.rawValue] { total += m * nb }
+        if needed[Layout.pairs.rawValue] { offset[Layout.pairs.rawValue] = total; total += packed }
+        // Then the quantized rows (int8 mode), 64-byte aligned, `q8RowBytes` apart.
+        var q8RowBytes = [Int](repeating: 0, count: Q8Format.allCases.count)
+        var q8Offset = [Int](repeating: 0, count: Q8Format.allCases.count)  // bytes from the aligned base
+        var q8Bytes = 0
+        for f in Q8Format.allCases where q8Needed[f.rawValue] {
+            q8RowBytes[f.rawValue] = ft_q8_row_bytes(k, Int32(f.rawValue))
+            q8Offset[f.rawValue] = q8Bytes
+            q8Bytes += m * q8RowBytes[f.rawValue]
+        }
+        let q8Base = total
+        if q8Bytes > 0 { total += (q8Bytes + 63) / 4 + 16 }
         // Work items: contiguous output-row ranges of about `itemBytes` each, taken dynamically.
         var totalBytes = 0
         for t in targets { totalBytes += t.outFeatures * t.dtype.storageBytes(elements: k) }
@@ -206,18 +319,26 @@ public enum GEMV {
             for r in 0..<m {
                 let xr = x + r * ldx
                 if needed[Layout.pairs.rawValue] { packPairs(xr, nb, into: s + offset[Layout.pairs.rawValue] + r * nb * 32) }
-                if needed[Layout.quads.rawValue] {
-                    packQuads(xr, nb, into: s + offset[Layout.quads.rawValue] + r * nb * 32)
-                    for b in 0..<nb {
-                        var sum: Float = 0
-                        for i in 0..<32 { sum += xr[32 * b + i] }
-                        s[sumsOffset + r * nb + b] = sum
-                    }
+            }
+            // Quantize each row of x once for all targets (AVX2 build of the same C where it runs).
+            let q8 = UnsafeMutableRawPointer(s + q8Base).alignedUp(toMultipleOf: 64)
+            let avx2Quantizer = level >= .avx2
+            for f in Q8Format.allCases where q8Needed[f.rawValue] {
+                for r in 0..<m {
+                    let out = q8 + q8Offset[f.rawValue] + r * q8RowBytes[f.rawValue]
+                    if avx2Quantizer { ft_quantize_q8_avx2(x + r * ldx, k, Int32(f.rawValue), out) }
+                    else { ft_quantize_q8(x + r * ldx, k, Int32(f.rawValue), out) }
                 }
             }
-            let packedX = UnsafePointer(s), sums = UnsafePointer(s + sumsOffset)
+            let packedX = UnsafePointer(s)
             let run: (Int) -> Void = { i in
                 let item = items[i], t = targets[item.t]
+                if let kernel = q8Kernels[item.t] {
+                    let rowBytes = t.dtype.storageBytes(elements: k), f = q8Format(t.dtype).rawValue
+                    kernel(t.weights + item.lo * rowBytes, rowBytes, item.hi - item.lo, k,
+                           UnsafeRawPointer(q8 + q8Offset[f]), m, q8RowBytes[f], t.y + item.lo, t.ldy)
+                    return
+                }
                 if let kernel = cKernels[item.t] {
                     // F16C/AVX-512 convert f16 inf/NaN exactly, so no `hasNonFiniteF16` scan here.
                     let rowBytes = t.dtype.storageBytes(elements: k)
@@ -227,7 +348,7 @@ public enum GEMV {
                 let l = layout(t.dtype)
                 let xp = l == .plain ? x : packedX + offset[l.rawValue]
                 let ldxp = l == .plain ? ldx : nb * 32
-                rowRange(t, lo: item.lo, hi: item.hi, k: k, m: m, x: x, ldx: ldx, xp: xp, ldxp: ldxp, sums: sums)
+                rowRange(t, lo: item.lo, hi: item.hi, k: k, m: m, x: x, ldx: ldx, xp: xp, ldxp: ldxp)
             }
             if items.count == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: items.count, execute: run) }
         }
@@ -243,43 +364,40 @@ public enum GEMV {
         }
     }
 
-    /// Block formats: per 32 values, vector 4h + j lane i holds value 16h + 4i + j (byte j of
-    /// 32-bit lane i of a 16-byte load, or its nibble).
-    static func packQuads(_ x: UnsafePointer<Float>, _ nb: Int, into o: UnsafeMutablePointer<Float>) {
-        for b in 0..<nb {
-            let xs = x + 32 * b, os = o + 32 * b
-            for h in 0..<2 { for j in 0..<4 { for i in 0..<4 { os[16 * h + 4 * j + i] = xs[16 * h + 4 * i + j] } } }
-        }
-    }
-
     // MARK: Row ranges
 
     static func rowRange(_ t: GEMVTarget, lo: Int, hi: Int, k: Int, m: Int, x: UnsafePointer<Float>, ldx: Int,
-                         xp: UnsafePointer<Float>, ldxp: Int, sums: UnsafePointer<Float>) {
+                         xp: UnsafePointer<Float>, ldxp: Int) {
         switch t.dtype {
-        case .f32: rows(F32Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .bf16: rows(BF16Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
+        case .f32: rows(F32Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp)
+        case .bf16: rows(BF16Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp)
         case .f16 where !hasNonFiniteF16(t, lo: lo, hi: hi, k: k):
-            rows(F16Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q8_0: rows(Q8_0Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q4_0: rows(Q4_0Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q4_1: rows(Q4_1Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q5_0: rows(Q5_0Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q5_1: rows(Q5_1Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q4_K: rows(Q4_KBlock.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q5_K: rows(Q5_KBlock.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
-        case .q6_K: rows(Q6_KBlock.self, t, lo, hi, k, m, x, ldx, xp, ldxp, sums)
+            rows(F16Block.self, t, lo, hi, k, m, x, ldx, xp, ldxp)
+        case .f16:
+            // f16 ranges holding inf/NaN: the exact scalar converter, then an f32 dot.
+            widenedRows(t, lo: lo, hi: hi, k: k, m: m, x: x, ldx: ldx) { src, n, out in
+                for e in 0..<n { out[e] = f16ToFloatFast(src.loadUnaligned(fromByteOffset: 2 * e, as: UInt16.self)) }
+            }
         default:
-            // f16 ranges holding inf/NaN: widen one row at a time into L1-resident scratch with
-            // the exact scalar converter, then an f32 dot.
-            precondition(t.dtype == .f16, "GEMV: no kernel for \(t.dtype.rawValue)")
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { tmp in
-                let w = tmp.baseAddress!
-                for j in lo..<hi {
-                    let src = t.weights + j * 2 * k
-                    for e in 0..<k { w[e] = f16ToFloatFast(src.loadUnaligned(fromByteOffset: 2 * e, as: UInt16.self)) }
-                    row(F32Block.self, UnsafeRawPointer(w), j, t, k, m, x, ldx, x, ldx, sums, scratch: nil)
-                }
+            // GGML blocks (the C kernels take them above the baseline level): the one GGML block
+            // decoder (GGMLQuant's `dequantize`, bit-exact with ggml), then an f32 dot.
+            precondition(t.dtype.isQuantized, "GEMV: no kernel for \(t.dtype.rawValue)")
+            widenedRows(t, lo: lo, hi: hi, k: k, m: m, x: x, ldx: ldx) { src, n, out in
+                dequantize(src, dtype: t.dtype, count: n, into: out)
+            }
+        }
+    }
+
+    /// Output rows `lo..<hi` of one target, each weight row widened by `widen(row, k, out)` into
+    /// L1-resident scratch and dotted with every input row.
+    static func widenedRows(_ t: GEMVTarget, lo: Int, hi: Int, k: Int, m: Int, x: UnsafePointer<Float>, ldx: Int,
+                            widen: (UnsafeRawPointer, Int, UnsafeMutablePointer<Float>) -> Void) {
+        let rowBytes = t.dtype.storageBytes(elements: k)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { tmp in
+            let w = tmp.baseAddress!
+            for j in lo..<hi {
+                widen(t.weights + j * rowBytes, k, w)
+                row(F32Block.self, UnsafeRawPointer(w), j, t, k, m, x, ldx, x, ldx, scratch: nil)
             }
         }
     }
@@ -293,43 +411,37 @@ public enum GEMV {
     /// Output rows `lo..<hi` of one target for all `m` input rows.
     @inline(__always)
     static func rows<F: GEMVBlock>(_ f: F.Type, _ t: GEMVTarget, _ lo: Int, _ hi: Int, _ k: Int, _ m: Int,
-                                   _ x: UnsafePointer<Float>, _ ldx: Int, _ xp: UnsafePointer<Float>, _ ldxp: Int,
-                                   _ sums: UnsafePointer<Float>) {
+                                   _ x: UnsafePointer<Float>, _ ldx: Int, _ xp: UnsafePointer<Float>, _ ldxp: Int) {
         let rowBytes = F.rowBytes(k)
         if m == 1 || F.self == F32Block.self {
-            for j in lo..<hi { row(F.self, t.weights + j * rowBytes, j, t, k, m, x, ldx, xp, ldxp, sums, scratch: nil) }
+            for j in lo..<hi { row(F.self, t.weights + j * rowBytes, j, t, k, m, x, ldx, xp, ldxp, scratch: nil) }
             return
         }
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: k + k / 32) { buf in
-            for j in lo..<hi { row(F.self, t.weights + j * rowBytes, j, t, k, m, x, ldx, xp, ldxp, sums, scratch: buf.baseAddress!) }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: k) { buf in
+            for j in lo..<hi { row(F.self, t.weights + j * rowBytes, j, t, k, m, x, ldx, xp, ldxp, scratch: buf.baseAddress!) }
         }
     }
 
     /// Output `j` (weight row at `w`) for all `m` input rows. Without `scratch` (one input row,
     /// or f32 weights): decode and multiply in registers per input row. With it: decode the row
-    /// once into that L1-resident scratch (`k + k/32` floats: exactly the dequantized values in
-    /// packed-x order, then the block mins), then one f32 dot per input row.
+    /// once into that L1-resident scratch (`k` floats: exactly the widened values in packed-x
+    /// order), then one f32 dot per input row.
     @inline(__always)
     static func row<F: GEMVBlock>(_ f: F.Type, _ w: UnsafeRawPointer, _ j: Int, _ t: GEMVTarget, _ k: Int, _ m: Int,
                                   _ x: UnsafePointer<Float>, _ ldx: Int, _ xp: UnsafePointer<Float>, _ ldxp: Int,
-                                  _ sums: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>?) {
+                                  scratch: UnsafeMutablePointer<Float>?) {
         let nb = k / 32, tail = nb * 32
         guard let dq = scratch else {
             for r in 0..<m {
-                var v = dot(F.self, w, nb, xp + r * ldxp, sums + r * nb)
+                var v = dot(F.self, w, nb, xp + r * ldxp)
                 if tail < k { v += tailDot(F.self, w, tail, k, x + r * ldx) }
                 t.y[r * t.ldy + j] = v
             }
             return
         }
-        let mins = dq + tail
-        decode(F.self, w, nb, into: dq, mins: mins)
+        decode(F.self, w, nb, into: dq)
         for r in 0..<m {
-            var v = dot(F32Block.self, UnsafeRawPointer(dq), nb, xp + r * ldxp, sums)
-            if F.hasMin {
-                let sr = sums + r * nb
-                for b in 0..<nb { v += mins[b] * sr[b] }
-            }
+            var v = dot(F32Block.self, UnsafeRawPointer(dq), nb, xp + r * ldxp)
             if tail < k { v += tailDot(F.self, w, tail, k, x + r * ldx) }
             t.y[r * t.ldy + j] = v
         }
@@ -353,46 +465,35 @@ public enum GEMV {
         UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self)
     }
 
-    /// Σ w·x over the row (`nb` 32-value sub-blocks) plus Σ_s min_s · Σx_s, for one packed-x row.
+    /// Σ w·x over the row (`nb` 32-value blocks), for one packed-x row.
     /// Eight independent accumulators, one per vector slot: LLVM keeps this shape in vector
     /// registers (sums of several products per accumulator get scalarized on this target).
     @inline(__always)
-    static func dot<F: GEMVBlock>(_ f: F.Type, _ w: UnsafeRawPointer, _ nb: Int, _ x: UnsafePointer<Float>,
-                                  _ sums: UnsafePointer<Float>) -> Float {
+    static func dot<F: GEMVBlock>(_ f: F.Type, _ w: UnsafeRawPointer, _ nb: Int, _ x: UnsafePointer<Float>) -> Float {
         var a0 = SIMD4<Float>(), a1 = SIMD4<Float>(), a2 = SIMD4<Float>(), a3 = SIMD4<Float>()
         var a4 = SIMD4<Float>(), a5 = SIMD4<Float>(), a6 = SIMD4<Float>(), a7 = SIMD4<Float>()
-        var accMin: Float = 0
-        var p = w, sb = 0
-        while sb < nb {
-            for s in 0..<F.subBlocks {
-                let v = F.values(p, s)
-                let xb = x + 32 * (sb + s)
-                a0 += v.0 * load4(xb); a1 += v.1 * load4(xb + 4)
-                a2 += v.2 * load4(xb + 8); a3 += v.3 * load4(xb + 12)
-                a4 += v.4 * load4(xb + 16); a5 += v.5 * load4(xb + 20)
-                a6 += v.6 * load4(xb + 24); a7 += v.7 * load4(xb + 28)
-                if F.hasMin { accMin += F.minimum(p, s) * sums[sb + s] }
-            }
-            sb += F.subBlocks
+        var p = w
+        for b in 0..<nb {
+            let v = F.values(p)
+            let xb = x + 32 * b
+            a0 += v.0 * load4(xb); a1 += v.1 * load4(xb + 4)
+            a2 += v.2 * load4(xb + 8); a3 += v.3 * load4(xb + 12)
+            a4 += v.4 * load4(xb + 16); a5 += v.5 * load4(xb + 20)
+            a6 += v.6 * load4(xb + 24); a7 += v.7 * load4(xb + 28)
             p += F.blockBytes
         }
-        return (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))).sum() + accMin
+        return (((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))).sum()
     }
 
-    /// The row's values (min terms excluded) into `out` in packed-x order; sub-block mins into `mins`.
+    /// The row's values into `out` in packed-x order.
     @inline(__always)
-    static func decode<F: GEMVBlock>(_ f: F.Type, _ w: UnsafeRawPointer, _ nb: Int,
-                                     into out: UnsafeMutablePointer<Float>, mins: UnsafeMutablePointer<Float>) {
-        var p = w, sb = 0
-        while sb < nb {
-            for s in 0..<F.subBlocks {
-                let v = F.values(p, s)
-                let o = out + 32 * (sb + s)
-                store4(o, v.0); store4(o + 4, v.1); store4(o + 8, v.2); store4(o + 12, v.3)
-                store4(o + 16, v.4); store4(o + 20, v.5); store4(o + 24, v.6); store4(o + 28, v.7)
-                if F.hasMin { mins[sb + s] = F.minimum(p, s) }
-            }
-            sb += F.subBlocks
+    static func decode<F: GEMVBlock>(_ f: F.Type, _ w: UnsafeRawPointer, _ nb: Int, into out: UnsafeMutablePointer<Float>) {
+        var p = w
+        for b in 0..<nb {
+            let v = F.values(p)
+            let o = out + 32 * b
+            store4(o, v.0); store4(o + 4, v.1); store4(o + 8, v.2); store4(o + 12, v.3)
+            store4(o + 16, v.4); store4(o + 20, v.5); store4(o + 24, v.6); store4(o + 28, v.7)
             p += F.blockBytes
         }
     }
@@ -404,32 +505,15 @@ public enum GEMV {
 typealias Block32 = (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>,
                      SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>)
 
-/// One block of a stored format: `subBlocks` runs of 32 values, each decoded into the lane order
-/// of its packed x with its scale applied (the value the dequantizer produces, except an additive
-/// per-sub-block `minimum`, applied once to the sub-block's Σx). Element types (f32/bf16/f16)
-/// treat 32 consecutive values as a block; a row's last `k % 32` values go through `scalar`.
+/// 32 consecutive values of a float row (f32/bf16/f16), decoded into the lane order of their
+/// packed x; a row's last `k % 32` values go through `scalar`.
 protocol GEMVBlock {
     static var blockBytes: Int { get }
-    static var subBlocks: Int { get }
-    static var hasMin: Bool { get }
     /// Bytes of a row of `k` values.
     static func rowBytes(_ k: Int) -> Int
-    static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32
-    static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float
-    /// Value `e` of the row at `row` (element types only).
+    static func values(_ p: UnsafeRawPointer) -> Block32
+    /// Value `e` of the row at `row`.
     static func scalar(_ row: UnsafeRawPointer, _ e: Int) -> Float
-}
-
-extension GEMVBlock {
-    @inline(__always) static var subBlocks: Int { 1 }
-    @inline(__always) static var hasMin: Bool { false }
-    @inline(__always) static func rowBytes(_ k: Int) -> Int { k / (32 * subBlocks) * blockBytes }
-    @inline(__always) static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float { 0 }
-    @inline(__always) static func scalar(_ row: UnsafeRawPointer, _ e: Int) -> Float { 0 }
-}
-
-@inline(__always) private func halfScale(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
-    f16ToFloatFast(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
 }
 
 /// IEEE half → f32 with integer operations (exact: subnormals, inf and NaN included), a few
@@ -447,16 +531,12 @@ extension GEMVBlock {
     p.loadUnaligned(fromByteOffset: offset, as: SIMD4<UInt32>.self)
 }
 
-@inline(__always) private func loadI4(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD4<Int32> {
-    p.loadUnaligned(fromByteOffset: offset, as: SIMD4<Int32>.self)
-}
-
 @inline(__always) private func asFloat(_ v: SIMD4<UInt32>) -> SIMD4<Float> { unsafeBitCast(v, to: SIMD4<Float>.self) }
 
 enum F32Block: GEMVBlock {
     @inline(__always) static var blockBytes: Int { 128 }
     @inline(__always) static func rowBytes(_ k: Int) -> Int { 4 * k }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
+    @inline(__always) static func values(_ p: UnsafeRawPointer) -> Block32 {
         (asFloat(loadU4(p, 0)), asFloat(loadU4(p, 16)), asFloat(loadU4(p, 32)), asFloat(loadU4(p, 48)),
          asFloat(loadU4(p, 64)), asFloat(loadU4(p, 80)), asFloat(loadU4(p, 96)), asFloat(loadU4(p, 112)))
     }
@@ -470,7 +550,7 @@ enum F32Block: GEMVBlock {
 enum BF16Block: GEMVBlock {
     @inline(__always) static var blockBytes: Int { 64 }
     @inline(__always) static func rowBytes(_ k: Int) -> Int { 2 * k }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
+    @inline(__always) static func values(_ p: UnsafeRawPointer) -> Block32 {
         let hi = SIMD4<UInt32>(repeating: 0xFFFF_0000)
         let u0 = loadU4(p, 0), u1 = loadU4(p, 16), u2 = loadU4(p, 32), u3 = loadU4(p, 48)
         return (asFloat(u0 &<< 16), asFloat(u0 & hi), asFloat(u1 &<< 16), asFloat(u1 & hi),
@@ -493,7 +573,7 @@ enum F16Block: GEMVBlock {
         let sign = asFloat(((h & 0x8000) &<< 16) | 0x3F80_0000)
         return magnitude * sign
     }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
+    @inline(__always) static func values(_ p: UnsafeRawPointer) -> Block32 {
         let lo = SIMD4<UInt32>(repeating: 0xFFFF)
         let u0 = loadU4(p, 0), u1 = loadU4(p, 16), u2 = loadU4(p, 32), u3 = loadU4(p, 48)
         return (half4(u0 & lo), half4(u0 &>> 16), half4(u1 & lo), half4(u1 &>> 16),
@@ -501,168 +581,5 @@ enum F16Block: GEMVBlock {
     }
     @inline(__always) static func scalar(_ row: UnsafeRawPointer, _ e: Int) -> Float {
         f16ToFloatFast(row.loadUnaligned(fromByteOffset: 2 * e, as: UInt16.self))
-    }
-}
-
-/// The eight quads-order vectors of 32 integer codes, each converted and scaled by `d`:
-/// `code(w, shift)` extracts the code of byte j (shift 8j…) of every lane.
-@inline(__always) private func scaled(_ d: Float, _ c: (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>,
-                                                       SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>)) -> Block32 {
-    let s = SIMD4<Float>(repeating: d)
-    return (SIMD4<Float>(c.0) * s, SIMD4<Float>(c.1) * s, SIMD4<Float>(c.2) * s, SIMD4<Float>(c.3) * s,
-            SIMD4<Float>(c.4) * s, SIMD4<Float>(c.5) * s, SIMD4<Float>(c.6) * s, SIMD4<Float>(c.7) * s)
-}
-
-/// Q8_0 (d f16 | 32 × int8 at +2): byte j of lane i of the load at +2 (+18) is value 4i + j
-/// (+16), sign-extended by `(lane << (24 − 8j)) >> 24`. Value = q · d.
-enum Q8_0Block: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 34 }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        let w0 = loadI4(p, 2), w1 = loadI4(p, 18)
-        return scaled(halfScale(p, 0), ((w0 &<< 24) &>> 24, (w0 &<< 16) &>> 24, (w0 &<< 8) &>> 24, w0 &>> 24,
-                                        (w1 &<< 24) &>> 24, (w1 &<< 16) &>> 24, (w1 &<< 8) &>> 24, w1 &>> 24))
-    }
-}
-
-/// The 32 nibble codes of 16 bytes at `q` in quads order (low nibble of byte l is value l, high
-/// nibble value 16 + l), minus `bias`.
-@inline(__always) private func nibbleCodes(_ q: UnsafeRawPointer, bias: Int32)
-    -> (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>) {
-    let w = loadI4(q, 0)
-    let m = SIMD4<Int32>(repeating: 15), b = SIMD4<Int32>(repeating: bias)
-    return ((w & m) &- b, ((w &>> 8) & m) &- b, ((w &>> 16) & m) &- b, ((w &>> 24) & m) &- b,
-            ((w &>> 4) & m) &- b, ((w &>> 12) & m) &- b, ((w &>> 20) & m) &- b, ((w &>> 28) & m) &- b)
-}
-
-/// Q5_0/Q5_1: `d · (codes + 16·bit)` where value l's fifth bit is bit l of `qh`. In quads
-/// order lane i of vector (h, j) is value 16h + 4i + j: its bit is isolated by a per-lane mask
-/// and brought to 16 by an exact per-lane float scale 2⁴⁻ᵇ (bit 31 converts to −2³¹, so its
-/// scale is negative) — uniform operations only, which stay vectorized.
-@inline(__always) private func withFifthBits(_ d: Float, _ qh: UInt32,
-                                             _ c: (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>,
-                                                   SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>)) -> Block32 {
-    let q = SIMD4<Int32>(repeating: Int32(bitPattern: qh)), ds = SIMD4<Float>(repeating: d)
-    @inline(__always) func v(_ code: SIMD4<Int32>, _ b: UInt32) -> SIMD4<Float> {
-        let bits = SIMD4<Int32>(Int32(bitPattern: 1 << b), Int32(bitPattern: 1 << (b + 4)),
-                                Int32(bitPattern: 1 << (b + 8)), Int32(bitPattern: 1 << (b + 12)))
-        let scale = SIMD4<Float>(16 / Float(bits[0]), 16 / Float(bits[1]), 16 / Float(bits[2]), 16 / Float(bits[3]))
-        return (SIMD4<Float>(code) + SIMD4<Float>(q & bits) * scale) * ds
-    }
-    return (v(c.0, 0), v(c.1, 1), v(c.2, 2), v(c.3, 3), v(c.4, 16), v(c.5, 17), v(c.6, 18), v(c.7, 19))
-}
-
-/// Q4_0 (d f16 | 16 bytes): value = d · (nibble − 8).
-enum Q4_0Block: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 18 }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        scaled(halfScale(p, 0), nibbleCodes(p + 2, bias: 8))
-    }
-}
-
-/// Q4_1 (d f16 | m f16 | 16 bytes): value = d · nibble + m (m via the sub-block's Σx).
-enum Q4_1Block: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 20 }
-    @inline(__always) static var hasMin: Bool { true }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        scaled(halfScale(p, 0), nibbleCodes(p + 4, bias: 0))
-    }
-    @inline(__always) static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float { halfScale(p, 2) }
-}
-
-/// Q5_0 (d f16 | qh u32 | 16 bytes): value = d · ((nibble | bit·16) − 16).
-enum Q5_0Block: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 22 }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
-        return withFifthBits(halfScale(p, 0), qh, nibbleCodes(p + 6, bias: 16))
-    }
-}
-
-/// Q5_1 (d f16 | m f16 | qh u32 | 16 bytes): value = d · (nibble | bit·16) + m.
-enum Q5_1Block: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 24 }
-    @inline(__always) static var hasMin: Bool { true }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        let qh = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
-        return withFifthBits(halfScale(p, 0), qh, nibbleCodes(p + 8, bias: 0))
-    }
-    @inline(__always) static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float { halfScale(p, 2) }
-}
-
-/// ggml's `get_scale_min_k4`: 6-bit scale and min of sub-block `j` from the 12 bytes at `s`.
-@inline(__always) private func scaleMinK4(_ j: Int, _ s: UnsafeRawPointer) -> (Float, Float) {
-    @inline(__always) func b(_ i: Int) -> UInt8 { s.load(fromByteOffset: i, as: UInt8.self) }
-    if j < 4 { return (Float(b(j) & 63), Float(b(j + 4) & 63)) }
-    return (Float((b(j + 4) & 0x0F) | ((b(j - 4) >> 6) << 4)), Float((b(j + 4) >> 4) | ((b(j) >> 6) << 4)))
-}
-
-/// The 32 codes of Q4_K/Q5_K sub-block `s` (low nibbles of qs[32p..<32p+32] for even s, high
-/// for odd, p = s/2) in quads order; lane i byte j of the two 16-byte loads is l = 16h + 4i + j.
-@inline(__always) private func kNibbles(_ qs: UnsafeRawPointer, _ s: Int)
-    -> (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>) {
-    let w0 = loadI4(qs, 32 * (s / 2)), w1 = loadI4(qs, 32 * (s / 2) + 16)
-    let m = SIMD4<Int32>(repeating: 15), sh = Int32(4 * (s & 1))
-    @inline(__always) func c(_ w: SIMD4<Int32>, _ j: Int32) -> SIMD4<Int32> { (w &>> (8 * j + sh)) & m }
-    return (c(w0, 0), c(w0, 1), c(w0, 2), c(w0, 3), c(w1, 0), c(w1, 1), c(w1, 2), c(w1, 3))
-}
-
-/// Q4_K (256 values, 144 B): d | dmin | 12 scale bytes | qs[128]; sub-block s value =
-/// (d·sc_s)·q − dmin·m_s.
-enum Q4_KBlock: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 144 }
-    @inline(__always) static var subBlocks: Int { 8 }
-    @inline(__always) static var hasMin: Bool { true }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        scaled(halfScale(p, 0) * scaleMinK4(s, p + 4).0, kNibbles(p + 16, s))
-    }
-    @inline(__always) static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float {
-        -(halfScale(p, 2) * scaleMinK4(s, p + 4).1)
-    }
-}
-
-/// Q5_K (256 values, 176 B): d | dmin | 12 scale bytes | qh[32] | qs[128]; the fifth bit of
-/// sub-block s value l is bit s of qh[l].
-enum Q5_KBlock: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 176 }
-    @inline(__always) static var subBlocks: Int { 8 }
-    @inline(__always) static var hasMin: Bool { true }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        let q = kNibbles(p + 48, s)
-        let h0 = loadI4(p, 16), h1 = loadI4(p, 32), one = SIMD4<Int32>(repeating: 1)
-        @inline(__always) func h(_ w: SIMD4<Int32>, _ j: Int32) -> SIMD4<Int32> { ((w &>> (8 * j + Int32(s))) & one) &<< 4 }
-        return scaled(halfScale(p, 0) * scaleMinK4(s, p + 4).0,
-                      (q.0 | h(h0, 0), q.1 | h(h0, 1), q.2 | h(h0, 2), q.3 | h(h0, 3),
-                       q.4 | h(h1, 0), q.5 | h(h1, 1), q.6 | h(h1, 2), q.7 | h(h1, 3)))
-    }
-    @inline(__always) static func minimum(_ p: UnsafeRawPointer, _ s: Int) -> Float {
-        -(halfScale(p, 2) * scaleMinK4(s, p + 4).1)
-    }
-}
-
-/// Q6_K (256 values, 210 B): ql[128] | qh[64] | 16 int8 scales | d. Sub-block s = 4H + g is
-/// values 128H + 32g + l (l < 32): low (g even) or high (g odd) nibbles of ql[64H + 32(g&1)·… ],
-/// two bits of qh[32H + l] at 2g, minus 32; values l < 16 and l ≥ 16 have their own scale.
-enum Q6_KBlock: GEMVBlock {
-    @inline(__always) static var blockBytes: Int { 210 }
-    @inline(__always) static var subBlocks: Int { 8 }
-    @inline(__always) static func values(_ p: UnsafeRawPointer, _ s: Int) -> Block32 {
-        let half = s / 4, g = s % 4
-        // ggml: q1 (g 0) low nibbles of ql[l], q2 (g 1) low of ql[l+32], q3 (g 2) high of ql[l],
-        // q4 (g 3) high of ql[l+32]; qh bits 2g..2g+1.
-        let ql = p + 64 * half + 32 * (g & 1), qh = p + 128 + 32 * half
-        let a0 = loadI4(ql, 0), a1 = loadI4(ql, 16), h0 = loadI4(qh, 0), h1 = loadI4(qh, 16)
-        let m15 = SIMD4<Int32>(repeating: 15), m3 = SIMD4<Int32>(repeating: 3), b = SIMD4<Int32>(repeating: 32)
-        let ns = Int32(4 * (g / 2)), hs = Int32(2 * g)
-        @inline(__always) func c(_ a: SIMD4<Int32>, _ h: SIMD4<Int32>, _ j: Int32) -> SIMD4<Int32> {
-            (((a &>> (8 * j + ns)) & m15) | (((h &>> (8 * j + hs)) & m3) &<< 4)) &- b
-        }
-        let d = halfScale(p, 208)
-        let sc = p + 192 + 8 * half + 2 * g  // scales of values l < 16 and l ≥ 16
-        let lo = SIMD4<Float>(repeating: d * Float(sc.load(as: Int8.self)))
-        let hi = SIMD4<Float>(repeating: d * Float(sc.load(fromByteOffset: 1, as: Int8.self)))
-        return (SIMD4<Float>(c(a0, h0, 0)) * lo, SIMD4<Float>(c(a0, h0, 1)) * lo,
-                SIMD4<Float>(c(a0, h0, 2)) * lo, SIMD4<Float>(c(a0, h0, 3)) * lo,
-                SIMD4<Float>(c(a1, h1, 0)) * hi, SIMD4<Float>(c(a1, h1, 1)) * hi,
-                SIMD4<Float>(c(a1, h1, 2)) * hi, SIMD4<Float>(c(a1, h1, 3)) * hi)
     }
 }

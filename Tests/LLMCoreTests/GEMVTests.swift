@@ -13,6 +13,8 @@ import Glibc
 /// call, strided outputs and both the inline and the parallel split. Every test of `multiply` runs
 /// over each kernel set this CPU has (`GEMV.availableKernelSets`: AVX-512, AVX2, portable), so a
 /// broken vector tail or block decoder in any of them fails here whatever `FINETUNE_ISA` says.
+/// Block formats run `.exact` here unless a test names both precisions; GEMVQuantDotTests covers
+/// `.int8` (ggml's 8-bit activations) against its own reference.
 @Suite struct GEMVTests {
     static let dtypes: [DType] = [.f32, .bf16, .f16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K]
 
@@ -116,7 +118,7 @@ import Glibc
                             y.withUnsafeMutableBufferPointer { yp in
                                 GEMV.multiply(x: xp.baseAddress!, rows: m, inFeatures: k,
                                               targets: [GEMVTarget(weights: w, dtype: dtype, outFeatures: n, y: yp.baseAddress!)],
-                                              kernels: kernels)
+                                              kernels: kernels, quantDot: .exact)
                             }
                         }
                         return Self.reference(w, dtype, n: n, k: k, x: x, m: m)
@@ -129,9 +131,14 @@ import Glibc
     }
 
     /// Several matrices sharing x in one call (q/k/v), strided outputs, a size that splits
-    /// across threads, and a strided x.
-    @Test(arguments: [DType.bf16, .f32, .f16, .q8_0, .q4_0, .q5_1, .q6_K], kernelSets)
+    /// across threads, and a strided x; block formats in both activation precisions (`.int8`
+    /// against ggml's semantics, `GGMLInt8Reference`).
+    @Test(arguments: [DType.bf16, .f32, .f16, .q8_0, .q4_0, .q5_1, .q4_K, .q6_K], kernelSets)
     func groupedStridedAndParallel(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
+        for mode in dtype.isQuantized ? GEMV.QuantDot.allCases : [.exact] { groupedStridedAndParallel(dtype, kernels, mode) }
+    }
+
+    func groupedStridedAndParallel(_ dtype: DType, _ kernels: GEMV.Kernels, _ mode: GEMV.QuantDot) {
         let k = 256, m = 3, ldx = k + 5
         let shapes = [(n: 700, ldy: 700), (n: 129, ldy: 140), (n: 1, ldy: 1)]
         let x = randomFloats(m * ldx, seed: 7)
@@ -147,14 +154,22 @@ import Glibc
         let targets = shapes.indices.map {
             GEMVTarget(weights: stored[$0], dtype: dtype, outFeatures: shapes[$0].n, y: ys[$0].pointer, ldy: shapes[$0].ldy)
         }
-        x.withUnsafeBufferPointer { GEMV.multiply(x: $0.baseAddress!, rows: m, inFeatures: k, ldx: ldx, targets: targets, kernels: kernels) }
+        x.withUnsafeBufferPointer {
+            GEMV.multiply(x: $0.baseAddress!, rows: m, inFeatures: k, ldx: ldx, targets: targets, kernels: kernels, quantDot: mode)
+        }
         let outs = ys.map { $0.array }
         let dense = (0..<m).flatMap { r in x[(r * ldx)..<(r * ldx + k)] }
         for (i, s) in shapes.enumerated() {
-            let ref = weights[i].withUnsafeBytes { Self.reference($0.baseAddress!, dtype, n: s.n, k: k, x: dense, m: m) }
+            let ref = weights[i].withUnsafeBytes { w -> (y: [Float], scale: [Float]) in
+                if mode == .int8 {
+                    let r = GGMLInt8Reference.evaluate(w.baseAddress!, dtype, n: s.n, k: k, x: dense, m: m)
+                    return (r.y, r.scale)
+                }
+                return Self.reference(w.baseAddress!, dtype, n: s.n, k: k, x: dense, m: m)
+            }
             let got = (0..<m).flatMap { r in outs[i][(r * s.ldy)..<(r * s.ldy + s.n)] }
             let err = Self.worst(got, ref.y, ref.scale)
-            #expect(err <= 1e-5, "\(dtype.rawValue) \(kernels) target \(i): relative error \(err)")
+            #expect(err <= 1e-5, "\(dtype.rawValue) \(kernels) \(mode) target \(i): relative error \(err)")
             // Padding between strided rows is untouched.
             for r in 0..<m { for j in s.n..<s.ldy { #expect(outs[i][r * s.ldy + j].isNaN) } }
         }
@@ -189,7 +204,7 @@ import Glibc
     /// Block decoders load up to 3 bytes past a block's payload and vector tails could read a
     /// whole vector: the last row of a matrix must not read past the tensor, nor the last input
     /// value past x (weights and x each ending right before an inaccessible page).
-    @Test(arguments: [DType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .bf16, .f16, .f32], kernelSets)
+    @Test(arguments: [DType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .bf16, .f16, .f32], kernelSets)
     func lastRowStaysInsideTheTensor(_ dtype: DType, _ kernels: GEMV.Kernels) throws {
         let n = 3
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -199,21 +214,29 @@ import Glibc
         defer { munmap(region, 4 * page) }
         #expect(mprotect(region + page, page, PROT_NONE) == 0)
         #expect(mprotect(region + 3 * page, page, PROT_NONE) == 0)
-        for k in dtype.blockElements > 1 ? [64] : [13, 64, 77] {
+        for k in dtype.blockElements == 256 ? [256] : (dtype.blockElements > 1 ? [64] : [13, 64, 77]) {
             let bytes = Self.weightBytes(dtype, n: n, k: k, seed: 9)
             let w = region + page - bytes.count
             bytes.withUnsafeBytes { w.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
             let xs = randomFloats(k, seed: 10)
             let x = (region + 3 * page - 4 * k).bindMemory(to: Float.self, capacity: k)
             x.update(from: xs, count: k)
-            var y = [Float](repeating: 0, count: n)
-            y.withUnsafeMutableBufferPointer {
-                GEMV.multiply(x: x, rows: 1, inFeatures: k,
-                              targets: [GEMVTarget(weights: UnsafeRawPointer(w), dtype: dtype, outFeatures: n, y: $0.baseAddress!)],
-                              kernels: kernels)
+            for mode in dtype.isQuantized ? GEMV.QuantDot.allCases : [.exact] {
+                var y = [Float](repeating: 0, count: n)
+                y.withUnsafeMutableBufferPointer {
+                    GEMV.multiply(x: x, rows: 1, inFeatures: k,
+                                  targets: [GEMVTarget(weights: UnsafeRawPointer(w), dtype: dtype, outFeatures: n, y: $0.baseAddress!)],
+                                  kernels: kernels, quantDot: mode)
+                }
+                let ref: (y: [Float], scale: [Float])
+                if mode == .int8 {
+                    let r = GGMLInt8Reference.evaluate(UnsafeRawPointer(w), dtype, n: n, k: k, x: xs, m: 1)
+                    ref = (r.y, r.scale)
+                } else {
+                    ref = Self.reference(UnsafeRawPointer(w), dtype, n: n, k: k, x: xs, m: 1)
+                }
+                #expect(Self.worst(y, ref.y, ref.scale) <= 1e-5, "\(dtype.rawValue) \(kernels) \(mode) k \(k)")
             }
-            let ref = Self.reference(UnsafeRawPointer(w), dtype, n: n, k: k, x: xs, m: 1)
-            #expect(Self.worst(y, ref.y, ref.scale) <= 1e-5, "\(dtype.rawValue) \(kernels) k \(k)")
         }
     }
 
