@@ -22,9 +22,9 @@ struct Finetune: ParsableCommand {
                 if (l.rank ?? 0) == 0 { note("error: launched by \(l.name): only `finetune train` runs under MPI; run this command as one process (without mpirun/srun)") }
                 Finetune.exit(withError: ExitCode(2))
             }
-            // FINETUNE_ISA / FINETUNE_GEMM are checked before any command runs: a typo is bad
-            // input (exit 2) in every command, not a stop at the first GEMM.
-            do { _ = try CPU.environmentRequest() } catch {
+            // FINETUNE_ISA / FINETUNE_GEMM / FINETUNE_QUANT_DOT are checked before any command
+            // runs: a typo is bad input (exit 2) in every command, not a stop at the first GEMM.
+            do { _ = try CPU.environmentRequest(); _ = try GEMV.environmentQuantDot() } catch {
                 note("error: " + errorMessage(error))
                 Finetune.exit(withError: ExitCode(2))
             }

@@ -95,6 +95,8 @@ import TestSupport
         #expect(badGEMM.status == 2 && badGEMM.err.contains("--gemm 'mkl'"), "\(badGEMM.status) \(badGEMM.err)")
         let badEnv = try runProcess(exe, ["inspect", "--model", config], environment: ["FINETUNE_GEMM": "blis"])
         #expect(badEnv.status == 2 && badEnv.err.contains("FINETUNE_GEMM 'blis'"), "\(badEnv.status) \(badEnv.err)")
+        let badDot = try runProcess(exe, ["inspect", "--model", config], environment: ["FINETUNE_QUANT_DOT": "int4"])
+        #expect(badDot.status == 2 && badDot.err.contains("FINETUNE_QUANT_DOT 'int4'"), "\(badDot.status) \(badDot.err)")
     }
 
     // MARK: - Every backend and ISA level
