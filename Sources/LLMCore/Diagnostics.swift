@@ -135,7 +135,7 @@ extension TransformerModel {
     /// first non-finite tensor named; adapters are checked when they are loaded.
     /// - Throws: `NonFiniteWeightsError`, or `ModelError.invalidInput` when every base weight is
     ///   finite (an adapter or the activations overflowed).
-    func checkFiniteLogits(_ logits: [[Float]]) throws {
+    public func checkFiniteLogits(_ logits: [[Float]]) throws {
         var finite = true
         for row in logits where finite {
             row.withUnsafeBufferPointer { b in

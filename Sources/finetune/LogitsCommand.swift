@@ -36,7 +36,9 @@ struct LogitsCommand: ParsableCommand {
             let inputBatch = ModelInput(batch: B, seqLen: T, tokens: ids.ints(), attentionMask: mask)
             let acts = Activations(config: weights.config, batch: B, seqLen: T)
             try m.forward(inputBatch, acts: acts, training: false)
-            var entries = [SafetensorsEntry(name: "logits", shape: [B, T, weights.config.vocabSize], floats: acts.logits.array)]
+            let logits = acts.logits.array
+            try m.checkFiniteLogits([logits])  // NaN logits name the tensor that caused them
+            var entries = [SafetensorsEntry(name: "logits", shape: [B, T, weights.config.vocabSize], floats: logits)]
             var loss: Double?
             if let labels {
                 let targets = shiftedTargets(labels: labels.map { Int32(clamping: $0) }, batch: B, seqLen: T)
