@@ -5,6 +5,7 @@
 #
 #   scripts/fetch_models.sh all && scripts/real_model_experiments.sh exp1   # SmolLM2: ARC-Easy, BoolQ
 #   scripts/real_model_experiments.sh exp3                                  # Qwen2.5-Coder: math → GSM8K
+#   METHODS=ndlinear-zero REF=0 BASE=0 scripts/real_model_experiments.sh exp1  # only the zero-init NdLinear rows
 #
 # Needs: a release build (swift build -c release), python3 with torch transformers peft gguf,
 # the datasets in ../shared/data (or DATASETS=...). Long: run under nohup.
@@ -102,8 +103,8 @@ exp1)
     subset "$DATASETS/$src/train.json" runs/data/$task-train$n.json 0 "$n"
     subset "$DATASETS/$src/train.json" runs/data/$task-val64.json -64 64
     subset "$DATASETS/$src/test.json" runs/data/$task-test500.json 0 500
-    base_eval "$task" runs/data/$task-test500.json "${EVAL[@]}"
-    for method in lora ndlinear; do
+    [ "${BASE:-1}" = 0 ] || base_eval "$task" runs/data/$task-test500.json "${EVAL[@]}"
+    for method in ${METHODS:-lora ndlinear}; do
       run_pair "$task" "$method" runs/data/$task-train$n.json runs/data/$task-val64.json runs/data/$task-test500.json \
         "${COMMON[@]}" -- "${EVAL[@]}"
     done
