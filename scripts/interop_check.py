@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks that what `finetune` writes loads in the Python ecosystem and computes the same thing.
 
-For every fixture model (Tests/Fixtures/{llama-tiny,qwen2-tiny,qwen3-tiny,llama3-tiny}) and both
-adapter kinds (lora/ -> peft-lora, ndlinear/ -> peft-lokr):
+For every fixture model (Tests/Fixtures/{llama-tiny,qwen2-tiny,qwen3-tiny,llama3-tiny}) and every
+adapter kind (lora/ -> peft-lora, ndlinear/ -> peft-lokr, dora/ -> peft-lora with use_dora):
 
   1. `finetune export` the fixture adapter, load it with `PeftModel.from_pretrained` on the
      transformers base, check PEFT built exactly the adapter tensors in the file (same keys,
@@ -16,7 +16,8 @@ adapter kinds (lora/ -> peft-lora, ndlinear/ -> peft-lokr):
      compare logits with `finetune logits --adapter <run>/adapter`;
   5. the other direction: adapters PEFT itself writes with rank_pattern/alpha_pattern (key order
      matters), use_rslora, a regex target_modules string, layers_to_transform, exclude_modules,
-     "all-linear", and LoKr with decomposed factors (decompose_both, small r), random values,
+     "all-linear", DoRA (use_dora, random magnitudes), and LoKr with decomposed factors
+     (decompose_both, small r), random values,
      read by `finetune logits --adapter` and compared with PEFT's logits.
 
 Logits are compared where attention_mask is 1, all in float32, against a bound of 1e-4.
@@ -37,7 +38,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
 MODELS = ["llama-tiny", "qwen2-tiny", "qwen3-tiny", "llama3-tiny"]
-KINDS = [("lora", "peft-lora"), ("ndlinear", "peft-lokr")]
+KINDS = [("lora", "peft-lora"), ("ndlinear", "peft-lokr"), ("dora", "peft-lora")]
 TOL = 1e-4
 
 
@@ -238,6 +239,7 @@ def main():
             ("layers_to_transform [1]", LoraConfig(r=4, lora_alpha=8, target_modules=allp, layers_to_transform=[1])),
             ("exclude_modules", LoraConfig(r=4, lora_alpha=8, target_modules=allp, exclude_modules=["down_proj"])),
             ("all-linear", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")),
+            ("DoRA (use_dora), q/v only", LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"])),
             ("LoKr decompose_both, r=2", LoKrConfig(r=2, alpha=3, target_modules=allp, decompose_both=True)),
             ("LoKr whole factors, alpha_pattern", LoKrConfig(r=8, alpha=16, target_modules=allp, alpha_pattern={"o_proj": 4})),
         ]

@@ -20,6 +20,8 @@ public enum AdapterIO {
     static let peftPrefix = "base_model.model."
     static let ndSuffix0 = ".adapter.adapter.align_layers.0.weight"
     static let ndSuffix1 = ".adapter.adapter.align_layers.1.weight"
+    /// DoRA's magnitude tensor suffix in PEFT files (no `.weight`).
+    static let doraMagnitude = "lora_magnitude_vector"
 
     // MARK: - Reading
 
@@ -62,8 +64,8 @@ public enum AdapterIO {
             guard let alpha = loraAlpha else {
                 throw AdapterError.invalidOption("\(url.path): a bare LoRA .safetensors file carries no lora_alpha; pass the adapter directory (with adapter_config.json)")
             }
-            return try lora(from: file, rule: PEFTModuleRule(r: nil, alpha: Double(alpha), file: url.path),
-                            rsLoRA: false, dropout: 0, config: config)
+            return try lora(from: file, rule: PEFTModuleRule(r: nil, alpha: Double(alpha), file: url.path), rsLoRA: false, dropout: 0,
+                            dora: file.names.contains { $0.hasSuffix("." + doraMagnitude) }, config: config)
         }
         let peftConfig = url.appendingPathComponent("adapter_config.json")
         let ndConfig = url.appendingPathComponent("ndlinear_lora_config.json")
@@ -100,9 +102,10 @@ public enum AdapterIO {
         }
     }
 
-    /// The format `finetune train` writes for a set: LoRA → PEFT LoRA, NdLinear → PEFT LoKr.
+    /// The format `finetune train` writes for a set: LoRA and DoRA → PEFT LoRA (DoRA with
+    /// `use_dora: true`), NdLinear → PEFT LoKr.
     public static func defaultFormat(for set: AdapterSet) -> AdapterFormat {
-        set.kind == .lora ? .peftLoRA : .peftLoKr
+        set.kind == .ndlinear ? .peftLoKr : .peftLoRA
     }
 
     // MARK: - Shared by the readers and writers
@@ -168,15 +171,15 @@ public enum AdapterIO {
         let projections = Projection.allCases.filter { p in adapters.contains { projection(of: $0.weightName) == p } }
         let targets = TargetSelection(modules: projections, layers: layers == Set(0..<config.numLayers) ? nil : layers)
         switch kind {
-        case .lora:
-            let loras = adapters.compactMap { $0 as? LoRAAdapter }
+        case .lora, .dora:
+            let loras = adapters.compactMap { ($0 as? LoRAAdapter) ?? ($0 as? DoRAAdapter)?.lora }
             let r = mostCommon(loras.map(\.rank)) ?? 8, alpha = mostCommon(loras.map(\.alpha)) ?? AdapterKind.lora.defaultAlpha(rank: r)
             var rp: [String: Int] = [:], ap: [String: Float] = [:]
             for l in loras {
                 if l.rank != r { rp[l.modulePath] = l.rank }
                 if l.alpha != alpha { ap[l.modulePath] = l.alpha }
             }
-            return AdapterSpec(kind: .lora, targets: targets, rank: r, alpha: alpha, dropout: loras.first?.dropout ?? 0,
+            return AdapterSpec(kind: kind, targets: targets, rank: r, alpha: alpha, dropout: loras.first?.dropout ?? 0,
                                useRSLoRA: loras.first?.useRSLoRA ?? false, rankPattern: rp, alphaPattern: ap)
         case .ndlinear:
             let nds = adapters.compactMap { $0 as? NdLinearAdapter }

@@ -162,6 +162,19 @@ public final class AdapterSet: AdapterProvider {
 
     public func zeroGradients() { for a in adapters { a.zeroGradients() } }
 
+    /// Gives every adapter its base weight from `weights` (what the model does before each
+    /// pass): new DoRA adapters take their magnitudes (`‖W‖` per row) from it.
+    public func bind(to weights: ModelWeights) throws {
+        for a in adapters {
+            guard let v = weights.views[a.weightName] else { throw ModelError.missingWeight(name: a.weightName, files: weights.source) }
+            guard v.shape == [a.outFeatures, a.inFeatures] else {
+                throw ModelError.shapeMismatch(name: v.name, expected: [a.outFeatures, a.inFeatures], found: v.shape,
+                                               file: "the adapter for \(a.weightName)")
+            }
+            a.bind(base: v)
+        }
+    }
+
     /// Sets every adapter's dropout mask seed for the coming step (distinct per module).
     public func setDropoutSeed(_ seed: UInt64) {
         for (i, a) in adapters.enumerated() {
@@ -190,6 +203,11 @@ public final class AdapterSet: AdapterProvider {
             case .ndlinear:
                 a = NdLinearAdapter(weightName: name, inFeatures: inF, outFeatures: outF, alpha: spec.alpha(for: module),
                                     initialization: spec.ndlinearInit, rng: &rng)
+            case .dora:
+                let r = spec.rank(for: module)
+                guard r > 0 else { throw AdapterError.invalidOption("--r \(r): DoRA rank must be positive") }
+                a = DoRAAdapter(weightName: name, inFeatures: inF, outFeatures: outF, rank: r,
+                                alpha: spec.alpha(for: module), useRSLoRA: spec.useRSLoRA, rng: &rng)
             }
             a.dropout = spec.dropout
             set.add(a)
@@ -204,6 +222,7 @@ public final class AdapterSet: AdapterProvider {
             let module = t.projection.modulePath(layer: t.layer)
             switch spec.kind {
             case .lora: return sum + spec.rank(for: module) * (i + o)
+            case .dora: return sum + spec.rank(for: module) * (i + o) + o
             case .ndlinear:
                 let (a, b) = balancedFactors(i), (c, d) = balancedFactors(o)
                 return sum + c * a + d * b

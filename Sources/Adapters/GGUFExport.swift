@@ -145,7 +145,8 @@ public enum GGUFExport {
     public static func writeLoRA(_ set: AdapterSet, config c: ModelConfig, baseName: String?, to url: URL) throws -> (modules: Int, alpha: Float) {
         let loras = try set.adapters.map { a -> LoRAAdapter in
             guard let l = a as? LoRAAdapter else {
-                throw AdapterError.invalidOption("--format gguf-lora takes a LoRA adapter; this one is \(a.kind.rawValue) (llama.cpp has no Kronecker adapter: use `finetune merge --format gguf` to merge it into a GGUF copy of the base)")
+                let why = a.kind == .dora ? "DoRA (llama.cpp has no DoRA adapter kind" : "\(a.kind.rawValue) (llama.cpp has no Kronecker adapter"
+                throw AdapterError.invalidOption("--format gguf-lora takes a LoRA adapter; this one is \(why): use `finetune merge --format gguf` to merge it into a GGUF copy of the base)")
             }
             return l
         }

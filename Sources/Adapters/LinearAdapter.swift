@@ -22,13 +22,13 @@ public final class AdapterParameter {
 
 /// The kinds of adapter the engine trains.
 public enum AdapterKind: String, Sendable, CaseIterable {
-    case lora, ndlinear
+    case lora, ndlinear, dora
 
-    /// The α when none is given: LoRA `lora_alpha` = 2r (the usual PEFT recipe), NdLinear α = 1
-    /// (the reference's default). The one place this rule is written.
+    /// The α when none is given: LoRA and DoRA `lora_alpha` = 2r (the usual PEFT recipe),
+    /// NdLinear α = 1 (the reference's default). The one place this rule is written.
     public func defaultAlpha(rank: Int) -> Float {
         switch self {
-        case .lora: return 2 * Float(rank)   // (not Float(2 * rank): a rank from a flag may overflow twice over)
+        case .lora, .dora: return 2 * Float(rank)   // (not Float(2 * rank): a rank from a flag may overflow twice over)
         case .ndlinear: return 1
         }
     }
@@ -54,6 +54,8 @@ public protocol LinearAdapter: LinearDelta {
     var workspace: AdapterWorkspace { get set }
     /// The dense `ΔW [out, in]` this adapter adds to the base weight (for merging and checks).
     func deltaWeight() -> [Float]
+    /// `ΔW` added to `base` (DoRA's depends on it; the others ignore it).
+    func deltaWeight(base: TensorView) -> [Float]
 }
 
 public extension LinearAdapter {
@@ -61,6 +63,7 @@ public extension LinearAdapter {
     func zeroGradients() { for p in parameters { p.grad.zero() } }
     /// Module path without `.weight`, e.g. `model.layers.0.self_attn.q_proj`.
     var modulePath: String { String(weightName.dropLast(".weight".count)) }
+    func deltaWeight(base: TensorView) -> [Float] { deltaWeight() }
 }
 
 // MARK: - Scratch

@@ -31,7 +31,7 @@ public enum AdapterMerge {
                                            file: "the adapter for \(adapter.weightName)")
         }
         var w = base.floats()
-        let d = adapter.deltaWeight()
+        let d = adapter.deltaWeight(base: base)
         var m: Float = 0
         for i in w.indices { w[i] += d[i]; m = max(m, abs(d[i])) }
         if let bad = NonFiniteScan.first(in: w, tensor: base.name) {

@@ -9,7 +9,6 @@ extension AdapterIO {
     /// Config keys that change what PEFT computes and that we do not implement. Each entry:
     /// key, a test of its value that means "in use", and the name we refuse it by.
     static let unsupportedLoRAKeys: [(key: String, inUse: (JSONValue) -> Bool, name: String)] = [
-        ("use_dora", isTrue, "use_dora (DoRA)"),
         ("modules_to_save", isNonEmpty, "modules_to_save (fully trained extra modules)"),
         ("layer_replication", isNonEmpty, "layer_replication"),
         ("target_parameters", isNonEmpty, "target_parameters (LoRA on nn.Parameter)"),

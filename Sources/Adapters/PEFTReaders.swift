@@ -1,7 +1,7 @@
 import Foundation
 import LLMCore
 
-/// Reading PEFT adapter directories (LoRA and LoKr) as `PeftModel.from_pretrained` (peft 0.21)
+/// Reading PEFT adapter directories (LoRA, DoRA and LoKr) as `PeftModel.from_pretrained` (peft 0.21)
 /// would apply them; the config's rules are in PEFTConfig.swift.
 extension AdapterIO {
     /// A PEFT directory: `adapter_config.json` checked and turned into a module rule, then the
@@ -19,7 +19,8 @@ extension AdapterIO {
             guard let r = json["r"]?.int, r > 0 else { throw AdapterError.invalidFile(path, reason: "missing positive integer 'r'") }
             let rule = try PEFTModuleRule(json: json, rawConfig: data, r: r, alpha: alpha, file: path)
             let dropout = Float(json["lora_dropout"]?.double ?? 0)
-            set = try lora(from: files[0], rule: rule, rsLoRA: json["use_rslora"]?.bool ?? false, dropout: dropout, config: config)
+            set = try lora(from: files[0], rule: rule, rsLoRA: json["use_rslora"]?.bool ?? false, dropout: dropout,
+                           dora: json["use_dora"]?.bool ?? false, config: config)
         default:
             guard let r = json["r"]?.int, r > 0, let alpha = json["alpha"]?.double else {
                 throw AdapterError.invalidFile(path, reason: "LoKr config needs a positive integer 'r' and a number 'alpha'")
@@ -60,8 +61,11 @@ extension AdapterIO {
         return kept
     }
 
-    static func lora(from file: SafetensorsFile, rule: PEFTModuleRule, rsLoRA: Bool, dropout: Float, config: ModelConfig) throws -> AdapterSet {
-        let all = try modules(in: file, suffixes: ["lora_A.weight", "lora_B.weight"], what: "LoRA")
+    /// LoRA, or with `dora` DoRA (each module also holds `lora_magnitude_vector [out]`).
+    static func lora(from file: SafetensorsFile, rule: PEFTModuleRule, rsLoRA: Bool, dropout: Float, dora: Bool = false,
+                     config: ModelConfig) throws -> AdapterSet {
+        let all = try modules(in: file, suffixes: ["lora_A.weight", "lora_B.weight"] + (dora ? [doraMagnitude] : []),
+                              what: dora ? "DoRA" : "LoRA")
         if all.isEmpty { throw AdapterError.invalidFile(file.path, reason: "no '*.lora_A.weight' tensors") }
         var adapters: [any LinearAdapter] = []
         for (module, parts) in try selected(all, rule: rule) {
@@ -79,10 +83,13 @@ extension AdapterIO {
             let l = LoRAAdapter(weightName: wname, a: a.floats(), b: b.floats(), inFeatures: inF, outFeatures: outF,
                                 rank: r, alpha: Float(rule.alpha(for: module)), useRSLoRA: rsLoRA)
             l.dropout = dropout
-            adapters.append(l)
+            guard dora else { adapters.append(l); continue }
+            guard let m = parts[doraMagnitude] else { throw AdapterError.missingTensor(file: file.path, tensor: peftPrefix + module + "." + doraMagnitude) }
+            guard m.shape == [outF] else { throw AdapterError.shapeMismatch(file: file.path, tensor: m.name, expected: [outF], found: m.shape) }
+            adapters.append(DoRAAdapter(lora: l, magnitude: m.floats()))
         }
         let set = AdapterSet(sortedByModel(adapters, config: config))
-        set.spec = describedSpec(kind: .lora, set.adapters, config: config)
+        set.spec = describedSpec(kind: dora ? .dora : .lora, set.adapters, config: config)
         return set
     }
 

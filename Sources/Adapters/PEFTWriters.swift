@@ -1,7 +1,8 @@
 import Foundation
 import LLMCore
 
-/// Writing PEFT adapter directories (FORMATS.md): LoRA as `LORA`, NdLinear-LoRA as `LOKR`, each
+/// Writing PEFT adapter directories (FORMATS.md): LoRA as `LORA`, DoRA as `LORA` with
+/// `use_dora: true` and `lora_magnitude_vector` tensors, NdLinear-LoRA as `LOKR`, each
 /// `adapter_config.json` + `adapter_model.safetensors` that `PeftModel.from_pretrained` loads.
 extension AdapterIO {
     /// `target_modules` and `layers_to_transform` that make PEFT wrap exactly the set's modules:
@@ -23,8 +24,17 @@ extension AdapterIO {
 
     static func savePEFTLoRA(_ set: AdapterSet, to dir: URL, baseModel: String?, extra: [String: Any], config: ModelConfig?) throws {
         let loras = try set.adapters.map { a -> LoRAAdapter in
-            guard let l = a as? LoRAAdapter else { throw AdapterError.invalidOption("peft-lora export needs LoRA adapters; this set holds \(a.kind.rawValue) (use peft-lokr or ndlinear-reference)") }
+            guard let l = (a as? LoRAAdapter) ?? (a as? DoRAAdapter)?.lora else {
+                throw AdapterError.invalidOption("peft-lora export needs LoRA or DoRA adapters; this set holds \(a.kind.rawValue) (use peft-lokr or ndlinear-reference)")
+            }
             return l
+        }
+        let doras = set.adapters.compactMap { $0 as? DoRAAdapter }
+        if !doras.isEmpty, doras.count != loras.count {
+            throw AdapterError.invalidOption("peft-lora export: a set mixing LoRA and DoRA adapters cannot be expressed in one PEFT config")
+        }
+        if let d = doras.first(where: \.magnitudeNeedsInit) {
+            throw AdapterError.invalidOption("peft-lora export: \(d.modulePath) is a new DoRA adapter whose magnitudes were never set from the base weights")
         }
         guard let first = loras.first else { throw AdapterError.invalidOption("no adapters to save") }
         if loras.contains(where: { $0.useRSLoRA != first.useRSLoRA }) {
@@ -37,6 +47,9 @@ extension AdapterIO {
             let key = peftPrefix + l.modulePath
             entries.append(SafetensorsEntry(name: key + ".lora_A.weight", shape: l.a.shape, floats: l.a.value.array))
             entries.append(SafetensorsEntry(name: key + ".lora_B.weight", shape: l.b.shape, floats: l.b.value.array))
+            if let d = set.adapter(for: l.weightName) as? DoRAAdapter {
+                entries.append(SafetensorsEntry(name: key + "." + doraMagnitude, shape: d.magnitude.shape, floats: d.magnitude.value.array))
+            }
             // Full module paths as pattern keys: PEFT's `(.*\.)?(key)$` then matches that module only.
             if l.rank != r { rankPattern[l.modulePath] = l.rank }
             if l.alpha != alpha { alphaPattern[l.modulePath] = jsonNumber(l.alpha) }
@@ -47,7 +60,7 @@ extension AdapterIO {
             "lora_dropout": jsonNumber(mostCommon(loras.map(\.dropout))!), "target_modules": targets, "bias": "none",
             "fan_in_fan_out": false, "use_rslora": first.useRSLoRA, "rank_pattern": rankPattern, "alpha_pattern": alphaPattern,
             "base_model_name_or_path": baseModel ?? NSNull(), "inference_mode": true, "init_lora_weights": true,
-            "use_dora": false, "modules_to_save": NSNull(), "layers_to_transform": layers, "layers_pattern": NSNull(),
+            "use_dora": !doras.isEmpty, "modules_to_save": NSNull(), "layers_to_transform": layers, "layers_pattern": NSNull(),
             "exclude_modules": NSNull(), "lora_bias": false, "revision": NSNull(),
         ]
         for (k, v) in extra { cfg[k] = v }

@@ -1,12 +1,25 @@
 /// What the model calls on each projection that carries an adapter. The Adapters target
-/// implements it (LoRA, NdLinear-LoRA); the model knows nothing else about adapters
+/// implements it (LoRA, NdLinear-LoRA, DoRA); the model knows nothing else about adapters
 /// (llama.cpp's `build_lora_mm`: one place applies adapters, keyed by the base weight name).
+/// Everything an adapter needs travels in these calls or lives in the adapter object itself
+/// (no model-wide state), so different adapters may serve different rows of one batch.
 public protocol LinearDelta: AnyObject {
-    /// `y[rows, out] += Δ(x[rows, in])`. With `training`, keep what `backward` needs
-    /// (a later forward with the same inputs, e.g. checkpoint recomputation, may overwrite it).
+    /// The frozen weight `[out, in]` (as stored) of the projection this adapter sits on, given
+    /// before each pass over it. Adapters whose output depends on it (DoRA's row norms of
+    /// `W + ΔW`) keep it; the default ignores it.
+    func bind(base: TensorView)
+    /// On entry `y[rows, out]` holds `x·Wᵀ` (no bias); on exit the adapted product: `y += Δ(x)`
+    /// for LoRA and NdLinear-LoRA, `y = g ⊙ (y + Δ(x))` row-scaled for DoRA. With `training`,
+    /// keep what `backward` needs (a later forward with the same inputs, e.g. checkpoint
+    /// recomputation, may overwrite it).
     func forward(x: UnsafePointer<Float>, rows: Int, y: UnsafeMutablePointer<Float>, training: Bool)
+    /// The output gradient the frozen weight's part of the input gradient (`· W`) is formed
+    /// from: `dy` itself (default), or, for an adapter that scales the base product (DoRA),
+    /// its scaled copy, valid until the adapter's next call.
+    func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int) -> UnsafePointer<Float>
     /// Given `dy[rows, out]` for the last training forward on the same `x`, accumulate the
-    /// parameter gradients and ADD the input gradient into `dx[rows, in]`.
+    /// parameter gradients and ADD the adapter's part of the input gradient into `dx[rows, in]`
+    /// (the base weight's part, `baseOutputGradient(dy) · W`, is the model's).
     func backward(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, rows: Int, dx: UnsafeMutablePointer<Float>)
 
     // Folding: for a GEMM (many rows) the model multiplies by a dense f32 copy of the base
@@ -25,6 +38,8 @@ public protocol LinearDelta: AnyObject {
 }
 
 public extension LinearDelta {
+    func bind(base: TensorView) {}
+    func baseOutputGradient(dy: UnsafePointer<Float>, rows: Int) -> UnsafePointer<Float> { dy }
     func canFold(training: Bool) -> Bool { false }
     func addDelta(into w: UnsafeMutablePointer<Float>, rows: Range<Int>) {
         preconditionFailure("\(type(of: self)) does not fold into the base weight")

@@ -119,6 +119,10 @@ public final class TransformerModel: @unchecked Sendable {
     public let weights: ModelWeights
     /// Adapters applied in `linear`, looked up by layer and projection.
     public var adapters: AdapterProvider?
+    /// Per-row adapters of the cached forward running now (`forwardCached` with sequences that
+    /// carry their own): each sequence's rows and the adapters they apply; `adapters` is then
+    /// not used. Nil otherwise.
+    var rowAdapters: [(rows: Range<Int>, provider: AdapterProvider?)]?
     let invFreq: [Double]
     /// Every layer's weights, resolved once from `weights` (no name lookups per pass).
     let layers: [LayerWeights]
@@ -187,7 +191,8 @@ public final class TransformerModel: @unchecked Sendable {
 
     /// The adapter on a projection, and whether a GEMM on it folds the adapter in.
     func adapter(layer l: Int, _ proj: Projection, training: Bool) -> (delta: LinearDelta?, folds: Bool) {
-        guard let d = adapters?.delta(layer: l, projection: proj) else { return (nil, false) }
+        guard rowAdapters == nil, let d = adapters?.delta(layer: l, projection: proj) else { return (nil, false) }
+        d.bind(base: layers[l][proj].view)
         return (d, foldAdapters && d.canFold(training: training))
     }
 
@@ -240,10 +245,12 @@ public final class TransformerModel: @unchecked Sendable {
             }
         }
         for (o, (pw, d)) in zip(outputs, zip(pws, deltas)) {
+            // The adapter sees `x·Wᵀ` without the bias (DoRA scales it; PEFT's bias is unscaled).
+            if let delta = d.delta, gemv || !d.folds { delta.forward(x: x, rows: rows, y: o.y, training: training) }
+            if let segments = rowAdapters { applyRowAdapters(segments, layer: l, pw, x: x, y: o.y) }
             if let bias = pw.bias {
                 bias.withUnsafeBufferPointer { addBias(o.y, $0.baseAddress!, rows: rows, cols: pw.outFeatures) }
             }
-            if let delta = d.delta, gemv || !d.folds { delta.forward(x: x, rows: rows, y: o.y, training: training) }
         }
     }
 
@@ -269,7 +276,8 @@ public final class TransformerModel: @unchecked Sendable {
         let (outF, inF) = config.shape(of: proj)
         let d = adapter(layer: l, proj, training: true)
         let w = projectionWeight(layer: l, proj, fold: d.folds ? d.delta : nil)
-        BLAS.gemm(m: rows, n: inF, k: outF, a: dy, b: w, beta: accumulate ? 1 : 0, c: dx)
+        let dyBase = d.folds ? dy : d.delta?.baseOutputGradient(dy: dy, rows: rows) ?? dy
+        BLAS.gemm(m: rows, n: inF, k: outF, a: dyBase, b: w, beta: accumulate ? 1 : 0, c: dx)
         if d.folds {
             d.delta!.backwardParameters(x: x, dy: dy, rows: rows)
         } else {

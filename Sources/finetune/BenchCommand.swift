@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @Option(help: "train, prefill, decode, gemm (the GEMM library alone on the model's GEMM shapes, its own threads), or bandwidth (the machine's read GB/s with --threads, decode's bound; ignores the model).") var mode: String = "train"
-    @Option(help: "none, lora or ndlinear.") var adapterType: String = "ndlinear"
+    @Option(help: "none, lora, dora or ndlinear.") var adapterType: String = "ndlinear"
     @Option(name: .customLong("r"), help: "LoRA rank.") var rank = 8
     @Option(help: "Projections to adapt.") var targetModules: String = "all-linear"
     @Option(help: "Random-weight dtype for a bare config.json: bf16 (default, as checkpoints ship) or f32.") var dtype: String = "bf16"
@@ -48,11 +48,11 @@ struct BenchCommand: ParsableCommand {
             } else {
                 // Every size from the flags is checked against the model's config (its context,
                 // and the memory the run would allocate) before the weights are loaded.
-                guard adapterType != "lora" || rank > 0 else { throw InputError("--r \(rank): must be positive") }
+                guard !["lora", "dora"].contains(adapterType) || rank > 0 else { throw InputError("--r \(rank): must be positive") }
                 let config = try ModelConfig.load(modelPath: model.model)
                 var spec: AdapterSpec?
                 if adapterType != "none" {
-                    guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora or ndlinear") }
+                    guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected none, lora, dora or ndlinear") }
                     spec = AdapterSpec(kind: kind, targets: try TargetSelection.parse(modules: targetModules, layers: nil), rank: rank)
                     try spec!.targets.validate(for: config)
                 }

@@ -11,7 +11,7 @@ struct InspectCommand: ParsableCommand {
         discussion: "Never allocates weights: a Llama-3-8B config.json is inspected instantly.")
 
     @Option(help: "A model directory or a config.json.") var model: String
-    @Option(help: "Adapter kind to plan: lora or ndlinear.") var adapterType: String = "ndlinear"
+    @Option(help: "Adapter kind to plan: lora, dora or ndlinear.") var adapterType: String = "ndlinear"
     @Option(name: .customLong("r"), help: "LoRA rank.") var rank = 8
     @Option(help: "Projections to adapt (q_proj,...,down_proj or all-linear).") var targetModules: String = "all-linear"
     @Option(help: "Layers to adapt, e.g. 0-3,7 (default all).") var layers: String?
@@ -33,7 +33,7 @@ struct InspectCommand: ParsableCommand {
             guard seq > 0, batchSize > 0 else { throw InputError("--seq and --batch-size must be positive") }
             guard rank > 0 else { throw InputError("--r \(rank): must be positive") }
             let config = try ModelConfig.load(modelPath: model)
-            guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected lora or ndlinear") }
+            guard let kind = AdapterKind(rawValue: adapterType) else { throw InputError("--adapter-type '\(adapterType)': expected lora, dora or ndlinear") }
             let targets = try TargetSelection.parse(modules: targetModules, layers: layers)
             try targets.validate(for: config)
             var modules: [Module] = []
@@ -54,9 +54,12 @@ struct InspectCommand: ParsableCommand {
                     let (o, i) = config.shape(of: p)
                     let name = p.modulePath(layer: l)
                     switch kind {
-                    case .lora:
-                        guard let n = Checked.mul(rank, i + o) else { throw InputError("--r \(rank): the adapter's parameter count overflows a 64-bit count") }
-                        modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[rank, i], [o, rank]], parameters: n, factors: nil))
+                    case .lora, .dora:
+                        // DoRA: LoRA's A and B plus one magnitude per output row.
+                        let dora = kind == .dora
+                        guard let n = Checked.add(Checked.mul(rank, i + o), dora ? o : 0) else { throw InputError("--r \(rank): the adapter's parameter count overflows a 64-bit count") }
+                        modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[rank, i], [o, rank]] + (dora ? [[o]] : []),
+                                              parameters: n, factors: nil))
                     case .ndlinear:
                         let (a, b) = balancedFactors(i), (c, d) = balancedFactors(o)
                         modules.append(Module(name: name, in_features: i, out_features: o, shapes: [[c, a], [d, b]], parameters: c * a + d * b, factors: [[a, b], [c, d]]))

@@ -195,7 +195,9 @@ import TestSupport
     @Test(arguments: FixtureModel.allCases)
     func packedPaddedBatch(_ f: FixtureModel) throws {
         let w = try f.load()
-        for kind in AdapterKind.allCases {
+        // DoRA's gradient treats its weight norm as a constant (PEFT), so a plain finite
+        // difference is not its reference: DoraTests holds the norm for its own check.
+        for kind in AdapterKind.allCases where kind != .dora {
             let set = try AdapterSet.create(spec: AdapterSpec(kind: kind, rank: 2, alpha: kind == .lora ? 4 : 0.5), config: w.config, seed: 9)
             for a in set.adapters { if let l = a as? LoRAAdapter { for i in 0..<l.b.count { l.b.value[i] = Float((i * 7) % 11) * 0.02 - 0.1 } } }
             let model = TransformerModel(weights: w, adapters: set)

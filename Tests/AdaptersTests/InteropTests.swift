@@ -490,7 +490,6 @@ import TestSupport
 
     /// Features that change what PEFT computes and that we do not implement are refused by name.
     @Test(arguments: [
-        (#""use_dora": true"#, "use_dora (DoRA)"),
         (#""bias": "all""#, "bias 'all'"),
         (#""bias": "lora_only""#, "bias 'lora_only'"),
         (#""modules_to_save": ["lm_head"]"#, "modules_to_save"),

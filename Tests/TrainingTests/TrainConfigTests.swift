@@ -21,14 +21,14 @@ import TestSupport
 
     @Test func resolvedConfigKeepsTheStringsOfRunJSON() throws {
         let plan = try Self.config().resolve()
-        #expect(plan.config.r == 8 && plan.config.targetModules == "all-linear" && plan.config.ndlinearInit == .reference)
+        #expect(plan.config.r == 8 && plan.config.targetModules == "all-linear" && plan.config.ndlinearInit == .zero)
         guard case let .fresh(spec) = plan.adapter else { Issue.record("a fresh adapter expected"); return }
-        #expect(spec.kind == .ndlinear && spec.alpha == 1 && spec.rank == 8 && spec.ndlinearInit == .reference)
+        #expect(spec.kind == .ndlinear && spec.alpha == 1 && spec.rank == 8 && spec.ndlinearInit == .zero)
         let enc = JSONEncoder()
         enc.keyEncodingStrategy = .convertToSnakeCase
         let json = try JSONValue.parse(try enc.encode(plan.config))
         #expect(json["adapter_type"]?.string == "ndlinear" && json["schedule"]?.string == "linear")
-        #expect(json["template"]?.string == "auto" && json["ndlinear_init"]?.string == "reference")
+        #expect(json["template"]?.string == "auto" && json["ndlinear_init"]?.string == "zero")
         #expect(json["target_modules"]?.string == "all-linear" && json["r"]?.int == 8)
         let dec = JSONDecoder()
         dec.keyDecodingStrategy = .convertFromSnakeCase
@@ -45,7 +45,7 @@ import TestSupport
         }
         #expect(try LRScheduleKind("Cosine", flag: "--schedule") == .cosine)
         #expect(try PromptTemplate("LLM_Adapters", flag: "--template") == .llmAdapters)
-        #expect(throws: TrainingError.self) { try AdapterKind("dora", flag: "--adapter-type") }
+        #expect(throws: TrainingError.self) { try AdapterKind("vera", flag: "--adapter-type") }
     }
 
     // MARK: Checked before the data

@@ -106,7 +106,10 @@ public enum FlopCount {
     public static func adapterForward(_ set: AdapterSet?) -> Double {
         guard let set else { return 0 }
         return set.adapters.reduce(0.0) { sum, a in
-            if let l = a as? LoRAAdapter { return sum + 2 * Double(l.rank * (l.inFeatures + l.outFeatures)) }
+            if let l = (a as? LoRAAdapter) ?? (a as? DoRAAdapter)?.lora {
+                // DoRA: LoRA's plus its row scale (one multiply per output).
+                return sum + 2 * Double(l.rank * (l.inFeatures + l.outFeatures)) + (a is DoRAAdapter ? Double(l.outFeatures) : 0)
+            }
             if let n = a as? NdLinearAdapter {
                 let (a0, b) = n.inFactors, (c, d) = n.outFactors
                 return sum + 2 * Double(a0 * b * d + c * a0 * d)

@@ -44,7 +44,7 @@ public struct TrainPlan: Sendable {
             let params = Self.trainableParameters(spec: spec, model: model)
             let need = Checked.mul(params, Self.bytesPerTrainableParameter)
             if let problem = SystemMemory.shortfall(need) {
-                let flag = spec.kind == .lora ? "--r \(spec.rank)" : "--target-modules \(config.targetModules ?? TrainConfig.Defaults.targetModules)"
+                let flag = spec.kind != .ndlinear ? "--r \(spec.rank)" : "--target-modules \(config.targetModules ?? TrainConfig.Defaults.targetModules)"
                 guard let params, need != nil else { throw TrainingError.invalidOption("\(flag): the adapter's parameter count overflows a 64-bit count") }
                 throw TrainingError.invalidOption("\(flag): the adapter's \(params) parameters with their gradients "
                     + "and AdamW moments need \(SystemMemory.format(need)); \(problem)")
@@ -79,6 +79,8 @@ public struct TrainPlan: Sendable {
             switch spec.kind {
             case .lora:
                 sum = Checked.add(sum, Checked.mul(spec.rank(for: t.projection.modulePath(layer: t.layer)), i + o))
+            case .dora:
+                sum = Checked.add(sum, Checked.add(Checked.mul(spec.rank(for: t.projection.modulePath(layer: t.layer)), i + o), o))
             case .ndlinear:
                 let (a, b) = balancedFactors(i), (c, d) = balancedFactors(o)
                 sum = Checked.add(sum, c * a + d * b)
@@ -90,16 +92,19 @@ public struct TrainPlan: Sendable {
     /// Refuses a run whose step would not fit in memory, before its activation arena is
     /// allocated: the arena for `batchSize × seqLen` tokens (`seqLen`: the packing length, or
     /// the longest example) plus the adapter with its gradients and AdamW moments, against
-    /// `SystemMemory` (the base weights are memory-mapped and not counted).
-    public func checkMemory(model: ModelConfig, seqLen: Int, trainableParameters: Int) throws {
-        let acts = model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: config.checkpointing)
+    /// `SystemMemory` (the base weights are memory-mapped and not counted). `adapterOutputs`:
+    /// floats per token the adapters keep between forward and backward beyond the arena (DoRA
+    /// keeps each adapted projection's output).
+    public func checkMemory(model: ModelConfig, seqLen: Int, trainableParameters: Int, adapterOutputs: Int = 0) throws {
+        let kept = Checked.mul(config.batchSize, seqLen, adapterOutputs, 4)
+        let acts = Checked.add(model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: config.checkpointing), kept)
         let adapterBytes = Checked.mul(trainableParameters, Self.bytesPerTrainableParameter)
         let total = Checked.add(acts, adapterBytes)
         guard let problem = SystemMemory.shortfall(total) else { return }
         let rows = config.packing ? "--batch-size \(config.batchSize) × --max-length \(config.maxLength) (packed rows)"
             : "--batch-size \(config.batchSize) × \(seqLen) tokens (the longest example; --max-length \(config.maxLength))"
         var hint = ""
-        if !config.checkpointing, let c = Checked.add(model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: true), adapterBytes),
+        if !config.checkpointing, let c = Checked.add(model.activationBytes(batch: config.batchSize, seqLen: seqLen, checkpointing: true), kept, adapterBytes),
            SystemMemory.shortfall(c) == nil {
             hint = "; with --checkpointing it needs \(SystemMemory.format(c))"
         }
@@ -153,6 +158,9 @@ extension TrainConfig {
         if let a = alpha, !a.isFinite { throw bad("--alpha \(a): must be a finite number") }
         if let a = adapterAlpha, !a.isFinite { throw bad("--adapter-alpha \(a): must be a finite number") }
         guard dropout >= 0, dropout < 1 else { throw bad("--dropout \(dropout): expected 0 ≤ p < 1") }
+        // PEFT's DoRA with dropout multiplies the base weight by the dropped-out input a second
+        // time (a different function from the one without); not implemented.
+        guard adapterType != .dora || dropout == 0 else { throw bad("--dropout \(dropout) with --adapter-type dora: DoRA trains without dropout here (use --dropout 0)") }
         guard maxGradNorm >= 0 else { throw bad("--max-grad-norm must be ≥ 0 (0 disables clipping)") }
         if epochs != nil, steps != nil { throw bad("give --epochs or --steps, not both") }
         if let e = epochs, e <= 0 { throw bad("--epochs must be positive") }

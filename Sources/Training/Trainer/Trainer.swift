@@ -24,6 +24,9 @@ public final class Trainer {
     /// Human progress lines; stderr by default.
     public var log: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
     var bestVal: (loss: Double, step: Int)?
+    /// The validation loss before step 1 with the initial adapter and with the base model alone
+    /// (recorded in run.json; nil without validation data or on resume).
+    public internal(set) var initialValidation: InitialValidation?
     var badEvals = 0
     let fault = InjectedFault.fromEnvironment()
     /// The data-parallel job this trainer is part of (`SingleProcess` by default; issue 11).
@@ -69,6 +72,7 @@ public final class Trainer {
             if !quiet { FileHandle.standardError.write(Data("warning: \(w)\n".utf8)) }
         }
         adapters = try plan.makeAdapters(model: weights.config)
+        try adapters.bind(to: weights)   // new DoRA magnitudes start at the base's row norms
         model = TransformerModel(weights: weights, adapters: adapters)
         optimizer = AdamW(parameters: adapters.parameters, betas: (config.adamBetas[0], config.adamBetas[1]),
                           eps: config.adamEps, weightDecay: config.weightDecay)
@@ -79,7 +83,8 @@ public final class Trainer {
         schedule = LRSchedule(kind: config.schedule, baseLR: config.lr, warmupSteps: warmup, totalSteps: total)
 
         let seqCap = config.packing ? config.maxLength : min(config.maxLength, data.longest)
-        try plan.checkMemory(model: weights.config, seqLen: seqCap, trainableParameters: adapters.parameterCount)
+        try plan.checkMemory(model: weights.config, seqLen: seqCap, trainableParameters: adapters.parameterCount,
+                             adapterOutputs: adapters.adapters.reduce(0) { $0 + ($1 is DoRAAdapter ? $1.outFeatures : 0) })
         acts = Activations(config: weights.config, batch: config.batchSize, seqLen: seqCap, checkpointing: config.checkpointing)
     }
 
@@ -126,6 +131,13 @@ public final class Trainer {
         return r.count > 0 ? (r.sum / Double(r.count), r.count) : nil
     }
 
+    /// The validation loss of the base model alone (the adapters detached for one pass).
+    func baseValidationLoss() throws -> Double {
+        model.adapters = nil
+        defer { model.adapters = adapters }
+        return try validationLoss()?.loss ?? .nan
+    }
+
     // MARK: The loop
 
     /// Trains to the end. Distributed: every rank calls this; set-up failures on any rank stop
@@ -156,8 +168,14 @@ public final class Trainer {
 
         let valBefore = step == 0 ? try validationLoss() : nil
         if let v = valBefore {
-            log(String(format: "validation loss before training: %.4f (%d tokens)", v.loss, v.tokens))
-            try metrics?.append(ValidationMetrics(step: 0, loss: v.loss, tokens: v.tokens))
+            let base = try baseValidationLoss()
+            initialValidation = InitialValidation(adapter_val_loss: v.loss, base_val_loss: base)
+            log(String(format: "validation loss before training: %.4f with the initial adapter, %.4f for the base model (%d tokens)", v.loss, base, v.tokens))
+            if let w = initialValidation!.warning(adapterType: config.adapterType) { log("warning: " + w) }
+            var row = ValidationMetrics(step: 0, loss: v.loss, tokens: v.tokens)
+            row.base_val_loss = base
+            try metrics?.append(row)
+            if comm.isRoot { try writeRunJSON() }
         }
         log("training \(adapters.kind!.rawValue) (\(adapters.parameterCount) parameters in \(adapters.adapters.count) modules) on \(data.train.count) examples for \(totalSteps) steps" + (data.val.isEmpty ? "" : ", \(data.val.count) validation examples")
             + (comm.isDistributed ? " on \(comm.size) ranks (global batch \(globalBatch) rows)" : ""))
