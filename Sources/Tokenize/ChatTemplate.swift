@@ -82,9 +82,18 @@ public struct ChatTemplate: Sendable, Equatable {
     /// - Throws: `ChatTemplateError` (`.raised` when the template calls `raise_exception`).
     public func render(messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String? = nil, eosToken: String? = nil,
                        extra: [String: JinjaValue] = [:]) throws -> String {
+        try render(messageValues: messages.map { .dict(["role": .string($0.role), "content": .string($0.content)]) },
+                   addGenerationPrompt: addGenerationPrompt, bosToken: bosToken, eosToken: eosToken, extra: extra)
+    }
+
+    /// Renders messages given as the template sees them (dicts with `role`, `content` and any
+    /// other fields, e.g. `tool_calls`), with `tools` (None when nil), as
+    /// `render(messages:addGenerationPrompt:...)` does.
+    public func render(messageValues: [JinjaValue], tools: JinjaValue? = nil, addGenerationPrompt: Bool, bosToken: String? = nil,
+                       eosToken: String? = nil, extra: [String: JinjaValue] = [:]) throws -> String {
         var context: [String: JinjaValue] = [
-            "messages": .list(messages.map { .dict(["role": .string($0.role), "content": .string($0.content)]) }),
-            "add_generation_prompt": .bool(addGenerationPrompt), "tools": .none, "documents": .none,
+            "messages": .list(messageValues),
+            "add_generation_prompt": .bool(addGenerationPrompt), "tools": tools ?? .none, "documents": .none,
         ]
         if let bosToken { context["bos_token"] = .string(bosToken) }
         if let eosToken { context["eos_token"] = .string(eosToken) }

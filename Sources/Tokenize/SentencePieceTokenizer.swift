@@ -220,6 +220,18 @@ public final class SentencePieceTokenizer: Tokenizer {
         return pieceText(id)
     }
 
+    /// The text a token stands for: a piece with `▁` as a space, a byte-fallback piece
+    /// (`<0x0A>`) as its byte, a control or added token as its name; nil for the unknown token
+    /// (its text is not recoverable) and unknown ids.
+    public func tokenBytes(_ id: Int) -> [UInt8]? {
+        if let name = extraById[id] { return Array(name.utf8) }
+        guard id != unknownTokenId, let piece = pieceText(id) else { return nil }
+        if isControl[id] { return Array(piece.utf8) }
+        let u = Array(piece.utf8)
+        if u.count == 6, piece.hasPrefix("<0x"), piece.hasSuffix(">"), let b = UInt8(piece.dropFirst(3).prefix(2), radix: 16) { return [b] }
+        return Array(piece.replacingOccurrences(of: "\u{2581}", with: " ").utf8)
+    }
+
     /// Whether `id` is a control token (`<s>`, `</s>`, …).
     public func isControlToken(_ id: Int) -> Bool { id >= 0 && id < pieceCount && isControl[id] }
 }

@@ -21,10 +21,15 @@ public protocol Tokenizer: Sendable {
     func tokenId(_ token: String) -> Int?
     /// Token string of an id, if it exists.
     func token(_ id: Int) -> String?
+    /// The text an id stands for, as bytes (a byte-level token may be part of a character); nil
+    /// for unknown ids. `encodeWithOffsets` finds these in the text. The default is the UTF-8 of
+    /// `decode([id])`, exact for tokenizers whose tokens are whole characters.
+    func tokenBytes(_ id: Int) -> [UInt8]?
 }
 
 public extension Tokenizer {
     func encode(_ text: String) throws -> [Int] { try encode(text, addSpecialTokens: false) }
     func decode(_ ids: [Int]) -> String { decode(ids, skipSpecialTokens: false) }
     var eosTokenId: Int? { eosTokenIds.first }
+    func tokenBytes(_ id: Int) -> [UInt8]? { token(id) == nil ? nil : Array(decode([id], skipSpecialTokens: false).utf8) }
 }

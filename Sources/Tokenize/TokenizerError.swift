@@ -32,6 +32,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
     /// A GGUF metadata value (`tokenizer.ggml.model`, `tokenizer.ggml.pre`) names something this
     /// library does not implement.
     case unsupportedGGUFValue(path: String, key: String, value: String, supported: [String])
+    /// The tokens of a text could not be given their spans of it (`encodeWithOffsets`).
+    case offsetsUnavailable(reason: String)
 
     public var description: String {
         switch self {
@@ -63,6 +65,8 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable {
             return "\(path): GGUF metadata `\(key)`: expected \(expected)"
         case let .unsupportedGGUFValue(path, key, value, supported):
             return "\(path): GGUF metadata `\(key)` = \"\(value)\" is not supported (supported: \(supported.joined(separator: ", ")))"
+        case let .offsetsUnavailable(reason):
+            return "cannot find each token's span of the text: \(reason)"
         }
     }
 }

@@ -33,6 +33,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Test data: JSON array or JSONL (instruction/input/output/answer, GSM8K question/answer, CSQA).") var data: String?
     @Option(help: "auto, or one of: \(EvalTask.allCases.map(\.rawValue).joined(separator: ", ")).") var task: String = "auto"
     @OptionGroup var templateOptions: TemplateOptions
+    @OptionGroup var chatTemplateOptions: ChatTemplateOptions
     @Option(help: "Maximum new tokens per item (default 256 for math tasks, 32 for commonsense ones, as LLM-Adapters).") var maxNewTokens: Int?
     @Option(help: "Prompts decoded together (greedy: sequences in flight; beam search: prompts per batch).") var batchSize: Int = 8
     @Option(help: "Beams per prompt (1 = greedy; LLM-Adapters uses 4).") var numBeams: Int = 1
@@ -159,7 +160,7 @@ struct EvalCommand: ParsableCommand {
         let weights = try source.load(runtime: runtime)
         note(CPU.summary)
         let tokenizer = try source.tokenizer()
-        let chat = try source.chat(template: template, tokenizer: tokenizer)
+        let chat = try chatTemplateOptions.chat(template: template, source: path, tokenizer: tokenizer)
         let adapters = try adapter.load(config: weights.config)
         return (TransformerModel(weights: weights, adapters: adapters), tokenizer, chat, examples)
     }

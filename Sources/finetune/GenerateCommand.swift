@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LLMCore
 import Tokenize
+import Training
 
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,12 +17,18 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "Sampling temperature (0 = greedy).") var temperature: Float = 0
     @Option(help: "Nucleus sampling mass.") var topP: Float = 1
     @Option(help: "Sampling seed.") var seed: UInt64 = 0
+    @Flag(help: "Render --prompt as a user message with the chat template (the model's, or --chat-template) and its generation prompt; stop at the end-of-turn token.")
+    var chat = false
+    @Option(help: "With --chat: a system message before the prompt.") var system: String?
+    @OptionGroup var chatTemplateOptions: ChatTemplateOptions
     @Flag(help: "Print {\"ids\": [...], \"text\": ...} on stdout.") var json = false
 
     func validate() throws {
         guard (prompt == nil) != (promptIds == nil) else { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
         guard maxNewTokens >= 0 else { throw ValidationError("--max-new-tokens must be ≥ 0") }
         guard temperature >= 0, topP > 0, topP <= 1 else { throw ValidationError("--temperature must be ≥ 0 and --top-p in (0, 1]") }
+        if (chat || chatTemplateOptions.chatTemplate != nil) && prompt == nil { throw ValidationError("--chat and --chat-template need --prompt (text)") }
+        if system != nil && !chat && chatTemplateOptions.chatTemplate == nil { throw ValidationError("--system needs --chat") }
     }
 
     func run() throws {
@@ -31,16 +38,29 @@ struct GenerateCommand: ParsableCommand {
             let config = try ModelConfig.load(modelPath: model.model)
             let tok = try model.tokenizer()
             var ids: [Int]
+            var endOfTurn: [Int] = []
             if let promptIds {
                 ids = try parseIntList(promptIds, flag: "--prompt-ids")
             } else {
                 guard let tok else { throw InputError("--prompt needs a tokenizer in \(model.model); use --prompt-ids") }
-                ids = try tok.encode(prompt!, addSpecialTokens: true)
+                if chat || chatTemplateOptions.chatTemplate != nil {
+                    // The chat template writes BOS and the turn markers itself.
+                    let c = try chatTemplateOptions.chat(template: .chat, source: model.model, tokenizer: tok)!
+                    let messages = (system.map { [ChatMessage(role: "system", content: $0)] } ?? []) + [ChatMessage(role: "user", content: prompt!)]
+                    let text: String
+                    do {
+                        text = try c.template.render(messages: messages, addGenerationPrompt: true, bosToken: c.bosToken, eosToken: c.eosToken)
+                    } catch let e as ChatTemplateError { throw InputError("--chat: the chat template cannot render the prompt: \(e)") }
+                    ids = try tok.encode(text, addSpecialTokens: false)
+                    endOfTurn = c.endOfTurnTokenId(tokenizer: tok).map { [$0] } ?? []
+                } else {
+                    ids = try tok.encode(prompt!, addSpecialTokens: true)
+                }
             }
             try checkFits(prompt: ids.count, config: config)
             let weights = try model.load()
             let m = TransformerModel(weights: weights, adapters: try adapter.load(config: weights.config))
-            let stops = Set(weights.config.eosTokenIds + (tok?.eosTokenIds ?? []))
+            let stops = Set(weights.config.eosTokenIds + (tok?.eosTokenIds ?? []) + endOfTurn)
             let t0 = Date()
             let out = try m.generate(prompts: [ids], maxNewTokens: maxNewTokens, stopTokens: stops,
                                      sampling: SamplingOptions(temperature: temperature, topP: topP, seed: seed))[0]

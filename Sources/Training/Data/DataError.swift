@@ -69,7 +69,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         case let .unrecognizedRecord(loc, keys):
             return "\(loc): unrecognized record with keys [\(keys.sorted().joined(separator: ", "))]; expected "
                 + "{instruction, output[, input, answer]}, {question, answer} (GSM8K), CommonsenseQA "
-                + "{question, choices, answerKey}, {text} or {input_ids[, labels]}"
+                + "{question, choices, answerKey}, {text}, {messages}, {prompt, completion} or {input_ids[, labels]}"
         case let .badField(loc, field, expected):
             return "\(loc): field `\(field)`: expected \(expected)"
         case let .empty(file):

@@ -15,6 +15,7 @@ import LLMCore
 ///   may be absent).
 /// - GSM8K `{"question", "answer"}` with the final answer after `#### `.
 /// - `{"text"}`.
+/// - `{"messages": [...][, "tools": [...]]}` and `{"prompt", "completion"}` (`ChatRecords`).
 ///
 /// A record that is not valid JSON or has none of these layouts is skipped and counted (with
 /// its file and line, plus the element index in a JSON array) unless `strict` is true, in which
@@ -55,7 +56,7 @@ public func loadExamples(bytes: [UInt8], file: String, strict: Bool = false) thr
     for record in raw {
         do {
             let value = try JSONRecordSplitter.parse(record)
-            examples.append(try RecordDecoder.decode(value, at: record.location))
+            examples.append(try RecordDecoder.decode(value, bytes: record.bytes, at: record.location))
         } catch let error as DataError {
             if strict { throw error }
             skipped += 1
@@ -90,9 +91,14 @@ public func loadExamples(bytes: [UInt8], file: String, strict: Bool = false) thr
 
 /// Turns one parsed JSON value into an `Example`.
 enum RecordDecoder {
-    static func decode(_ value: Any, at loc: RecordLocation) throws -> Example {
+    /// `bytes` is the record's JSON text: chat records are read from it again with their keys
+    /// in file order (`ChatRecords`).
+    static func decode(_ value: Any, bytes: ArraySlice<UInt8>, at loc: RecordLocation) throws -> Example {
         guard let obj = value as? [String: Any] else {
             throw DataError.malformedRecord(loc, reason: "expected a JSON object, found \(jsonTypeName(value))")
+        }
+        if obj["messages"] != nil || (obj["prompt"] != nil && obj["completion"] != nil) {
+            return try ChatRecords.decode(bytes, at: loc)
         }
         if obj["input_ids"] != nil { return try tokenized(obj, loc) }
         if isCSQA(obj) { return try csqa(obj, loc) }

@@ -25,6 +25,12 @@ public struct Example: Sendable, Equatable {
         case text
         /// `{input_ids[, labels]}`: pre-tokenized; needs no tokenizer.
         case tokenized
+        /// `{messages: [{role, content[, weight]}, ...][, tools]}` (TRL, mlx-lm, Axolotl, OpenAI
+        /// fine-tuning): rendered by the chat template, every assistant turn trained.
+        case messages
+        /// TRL `{prompt, completion}`: strings (raw text, `prompt`/`completion`) or message
+        /// lists (conversational, `conversation` with `promptCount`).
+        case promptCompletion = "prompt-completion"
     }
 
     public var kind: Kind
@@ -40,12 +46,18 @@ public struct Example: Sendable, Equatable {
     public var labels: [Int]?
     /// A record id when the file has one (CSQA `id`).
     public var id: String?
+    /// `messages` records and conversational prompt/completion records.
+    public var conversation: ChatConversation?
+    /// String prompt/completion records (kind `.promptCompletion` without a conversation).
+    public var prompt: String
+    public var completion: String
     /// Where the record was read from.
     public var location: RecordLocation
 
     public init(kind: Kind, instruction: String = "", input: String = "", output: String = "",
                 answer: String? = nil, text: String = "", inputIds: [Int] = [], labels: [Int]? = nil,
-                id: String? = nil, location: RecordLocation = RecordLocation(file: "<memory>")) {
+                id: String? = nil, conversation: ChatConversation? = nil, prompt: String = "", completion: String = "",
+                location: RecordLocation = RecordLocation(file: "<memory>")) {
         self.kind = kind
         self.instruction = instruction
         self.input = input
@@ -55,6 +67,9 @@ public struct Example: Sendable, Equatable {
         self.inputIds = inputIds
         self.labels = labels
         self.id = id
+        self.conversation = conversation
+        self.prompt = prompt
+        self.completion = completion
         self.location = location
     }
 

@@ -84,15 +84,22 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
     /// How one record is turned into tokens after `auto` and the record kind are resolved.
     public enum Mode: String, Sendable, Equatable {
         case ndlinear, alpaca, llmAdapters = "llm-adapters", raw, chat, pretokenized
+        /// A conversation (`messages`, conversational prompt/completion): rendered whole by the
+        /// chat template, trained on its assistant spans (`ChatRecords`).
+        case conversation
+        /// TRL's string prompt/completion: prompt + completion + EOS tokenized as one text,
+        /// the prompt's tokens masked.
+        case promptCompletion = "prompt-completion"
 
         /// The rendered text already holds the special tokens (a chat template writes BOS and
         /// turn markers), so it is tokenized with `addSpecialTokens: false` and gets no EOS.
-        public var textHasSpecialTokens: Bool { self == .chat }
+        public var textHasSpecialTokens: Bool { self == .chat || self == .conversation }
     }
 
     /// The mode used for `example`: `mode(for: example.kind)`, except that `auto` renders an
     /// instruction record that has no `answer` with `alpaca`.
     public func mode(for example: Example) -> Mode {
+        if example.kind == .promptCompletion { return example.conversation == nil ? .promptCompletion : .conversation }
         let m = mode(for: example.kind)
         if self == .auto, m == .ndlinear, example.answer == nil { return .alpaca }
         return m
@@ -106,6 +113,8 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         switch kind {
         case .tokenized: return .pretokenized
         case .text: return .raw
+        case .messages: return .conversation
+        case .promptCompletion: return .promptCompletion
         case .instruction, .gsm8k, .csqa:
             switch self {
             case .ndlinear, .auto: return .ndlinear
@@ -139,6 +148,11 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         case .chat:
             let (prompt, target) = try Self.requireChat(chat).texts(for: example, template: rawValue)
             return Rendered(prompt: prompt, target: target, mode: .chat)
+        case .promptCompletion:
+            return Rendered(prompt: example.prompt, target: example.completion, mode: .promptCompletion)
+        case .conversation:
+            throw DataError.templateMismatch(example.location, template: rawValue, kind: example.kind.rawValue,
+                                             reason: "a conversation is not split into one prompt and one target: `tokenize` trains its assistant turns")
         case .pretokenized:
             throw DataError.templateMismatch(example.location, template: rawValue, kind: example.kind.rawValue,
                                              reason: "pre-tokenized records have no text to render")
@@ -172,6 +186,10 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         switch mode(for: example) {
         case .chat:
             return try Self.requireChat(chat).texts(for: example, template: rawValue, withAssistant: false).prompt
+        case .conversation:
+            return try ChatRecords.evalPrompt(example.conversation!, chat: try Self.requireChat(chat))
+        case .promptCompletion:
+            return example.prompt
         case .pretokenized:
             throw DataError.templateMismatch(example.location, template: rawValue, kind: example.kind.rawValue,
                                              reason: "pre-tokenized records have no prompt text")
@@ -207,7 +225,7 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         switch mode {
         case .ndlinear: return ["### Instruction", "### Solution"]
         case .alpaca, .llmAdapters: return ["### Instruction", "### Input", "### Response"]
-        case .raw, .chat, .pretokenized: return []
+        case .raw, .chat, .pretokenized, .conversation, .promptCompletion: return []
         }
     }
 
@@ -228,17 +246,24 @@ public enum PromptTemplate: String, CaseIterable, Sendable {
         public var template: ChatTemplate
         public var bosToken: String?
         public var eosToken: String?
+        /// The text of the end-of-turn token (`<|im_end|>`, `<|eot_id|>`; `endOfTurnTokenId`),
+        /// trained with each assistant message of a conversation; nil when there is none.
+        public var endOfTurn: String?
 
-        public init(template: ChatTemplate, bosToken: String? = nil, eosToken: String? = nil) {
+        public init(template: ChatTemplate, bosToken: String? = nil, eosToken: String? = nil, endOfTurn: String? = nil) {
             self.template = template
             self.bosToken = bosToken
             self.eosToken = eosToken
+            self.endOfTurn = endOfTurn
         }
 
-        /// With the tokenizer's BOS and EOS token strings.
+        /// With the tokenizer's BOS and EOS token strings and the template's end-of-turn token.
         public init(template: ChatTemplate, tokenizer: (any Tokenizer)?) {
             self.init(template: template, bosToken: tokenizer?.bosTokenId.flatMap { tokenizer?.token($0) },
                       eosToken: tokenizer?.eosTokenId.flatMap { tokenizer?.token($0) })
+            if let tokenizer, let id = endOfTurnTokenId(tokenizer: tokenizer) {
+                endOfTurn = tokenizer.decode([id], skipSpecialTokens: false)
+            }
         }
 
         func render(_ messages: [ChatMessage], generationPrompt: Bool) throws -> String {

@@ -10,12 +10,15 @@ public struct TokenizedExample: Sendable, Equatable {
     public var labels: [Int]
     /// How many leading tokens are the (masked) prompt, as the template measured it.
     public var promptLength: Int
+    /// Whether `--max-length` cut the record (its beginning is kept).
+    public var truncated: Bool
 
-    public init(inputIds: [Int], labels: [Int], promptLength: Int = 0) {
+    public init(inputIds: [Int], labels: [Int], promptLength: Int = 0, truncated: Bool = false) {
         precondition(inputIds.count == labels.count, "inputIds and labels must have the same length")
         self.inputIds = inputIds
         self.labels = labels
         self.promptLength = promptLength
+        self.truncated = truncated
     }
 
     /// The number of tokens that contribute to the loss (labels at positions >= 1 that are not
@@ -87,8 +90,9 @@ public struct TokenizeOptions: Sendable, Equatable {
 public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (any Tokenizer)?,
                      options: TokenizeOptions = TokenizeOptions(), chat: PromptTemplate.Chat? = nil) throws -> TokenizedExample {
     if let m = options.maxLength, m < 1 { throw DataError.invalidArgument("maxLength must be >= 1, got \(m)") }
+    var truncated = false
     func truncate(_ a: [Int]) -> [Int] {
-        if let m = options.maxLength, a.count > m { return Array(a[..<m]) }
+        if let m = options.maxLength, a.count > m { truncated = true; return Array(a[..<m]) }
         return a
     }
 
@@ -96,11 +100,15 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
         let ids = truncate(example.inputIds)
         let labels = truncate(example.labels ?? example.inputIds)
         if ids.isEmpty { throw DataError.emptySequence(example.location) }
-        return TokenizedExample(inputIds: ids, labels: labels, promptLength: 0)
+        return TokenizedExample(inputIds: ids, labels: labels, promptLength: 0, truncated: truncated)
     }
 
     guard let tokenizer else {
         throw DataError.tokenizer("\(example.location): a tokenizer is needed to tokenize a \(example.kind.rawValue) record")
+    }
+    if template.mode(for: example) == .conversation, let conversation = example.conversation {
+        return try ChatRecords.tokenize(example, conversation, template: template, tokenizer: tokenizer, options: options,
+                                        chat: try PromptTemplate.requireChat(chat))
     }
     let rendered = try template.render(example, chat: chat)
     let eos = tokenizer.eosTokenId
@@ -113,7 +121,7 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
 
     var ids = try encode(rendered.full)
     switch rendered.mode {
-    case .ndlinear, .raw, .chat:
+    case .ndlinear, .raw, .chat, .promptCompletion:
         // NdLinear-LoRA GeneralTextDataset: `if not full.endswith(eos_token): full += eos_token`,
         // then one tokenizer call with truncation (`chat`: no EOS, the text ends its turn).
         if appendEOS, let eos {
@@ -128,10 +136,11 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
         if appendEOS, let eos, ids.last != eos, options.maxLength.map({ ids.count < $0 }) ?? true {
             ids.append(eos)
         }
-    case .pretokenized:
+    case .pretokenized, .conversation:
         preconditionFailure("handled above")
     }
     if ids.isEmpty { throw DataError.emptySequence(example.location) }
+    let cut = truncated
 
     // Both references measure the prompt by tokenizing it alone, with the same special tokens
     // and truncation (and no EOS).
@@ -140,7 +149,7 @@ public func tokenize(_ example: Example, template: PromptTemplate, tokenizer: (a
     if options.maskPrompt {
         for i in 0..<promptLength { labels[i] = ignoreIndex }
     }
-    return TokenizedExample(inputIds: ids, labels: labels, promptLength: promptLength)
+    return TokenizedExample(inputIds: ids, labels: labels, promptLength: promptLength, truncated: cut)
 }
 
 /// The eval prompt of a record as token ids, tokenized the way the reference eval scripts do
@@ -164,7 +173,14 @@ public struct PreparedData: Sendable {
     /// Records dropped because nothing was left to train on (every label -100 after masking and
     /// truncation); they would only add a 0/0 term to the loss.
     public var droppedNoTarget: Int
+    /// Kept records that `maxLength` cut (their beginning kept).
+    public var truncated: Int
     public var warnings: [String]
+
+    /// Tokens, and tokens that are trained (labels other than -100 after the first position,
+    /// as the loss counts them).
+    public var tokenCount: Int { examples.reduce(0) { $0 + $1.inputIds.count } }
+    public var trainedTokenCount: Int { examples.reduce(0) { $0 + $1.targetCount } }
 }
 
 /// Tokenizes a whole data set. Records the template cannot render are skipped and counted
@@ -174,11 +190,13 @@ public struct PreparedData: Sendable {
 public func prepareExamples(_ examples: [Example], template: PromptTemplate, tokenizer: (any Tokenizer)?,
                             options: TokenizeOptions = TokenizeOptions(), strict: Bool = false,
                             chat: PromptTemplate.Chat? = nil) throws -> PreparedData {
-    if template == .chat { _ = try PromptTemplate.requireChat(chat) }
+    if template == .chat || examples.contains(where: { template.mode(for: $0) == .conversation }) {
+        _ = try PromptTemplate.requireChat(chat)
+    }
     var out: [TokenizedExample] = []
     var index: [Int] = []
     out.reserveCapacity(examples.count)
-    var skipped = 0, noTarget = 0, ignoredInput = 0
+    var skipped = 0, noTarget = 0, ignoredInput = 0, truncated = 0
     var warnings: [String] = []
     for (i, e) in examples.enumerated() {
         do {
@@ -191,6 +209,7 @@ public func prepareExamples(_ examples: [Example], template: PromptTemplate, tok
                 }
                 continue
             }
+            if t.truncated { truncated += 1 }
             out.append(t)
             index.append(i)
         } catch let error as DataError {
@@ -200,9 +219,10 @@ public func prepareExamples(_ examples: [Example], template: PromptTemplate, tok
         }
     }
     if skipped > 0 { warnings.append("skipped \(skipped) record(s) the `\(template.rawValue)` template cannot tokenize") }
+    if truncated > 0 { warnings.append("truncated \(truncated) record(s) to the max length (their beginning kept)") }
     if noTarget > 0 { warnings.append("dropped \(noTarget) record(s) with no trained token (consider a larger max length)") }
     if ignoredInput > 0 {
         warnings.append("\(ignoredInput) record(s) have a non-empty `input` that the ndlinear template ignores, as the reference does; use --template alpaca to include it")
     }
-    return PreparedData(examples: out, sourceIndex: index, skipped: skipped, droppedNoTarget: noTarget, warnings: warnings)
+    return PreparedData(examples: out, sourceIndex: index, skipped: skipped, droppedNoTarget: noTarget, truncated: truncated, warnings: warnings)
 }

@@ -1,3 +1,4 @@
+import Adapters
 import Foundation
 import LLMCore
 
@@ -22,9 +23,29 @@ public struct ValidationMetrics: Codable, Sendable {
     public var val_loss: Double
     public var val_ppl: Double
     public var val_tokens: Int
+    /// Before step 1: the base model's loss beside the initial adapter's.
+    public var base_val_loss: Double?
 
     init(step: Int, loss: Double, tokens: Int) {
         self.step = step; val_loss = loss; val_ppl = exp(loss); val_tokens = tokens
+    }
+}
+
+/// The validation loss before the first step, with the initial adapter and without it.
+public struct InitialValidation: Codable, Sendable, Equatable {
+    public var adapter_val_loss: Double
+    public var base_val_loss: Double
+
+    /// Far above the base: more than 1.5× and more than 0.5 nats higher.
+    public var isFarAboveBase: Bool { adapter_val_loss > 1.5 * base_val_loss && adapter_val_loss > base_val_loss + 0.5 }
+
+    /// The warning `train` prints when the initial adapter wrecks the base model, naming what to change.
+    public func warning(adapterType: AdapterKind) -> String? {
+        guard isFarAboveBase else { return nil }
+        let fix = adapterType == .ndlinear
+            ? "--ndlinear-init zero starts NdLinear-LoRA as the base model (the reference initialisation randomises both factors)"
+            : "check --adapter-init and --alpha"
+        return String(format: "the initial adapter raises the validation loss from %.4f (base model) to %.4f before any step; ", base_val_loss, adapter_val_loss) + fix
     }
 }
 
@@ -77,15 +98,20 @@ extension Trainer {
                 let total_steps: Int, warmup_steps: Int, train_examples: Int, validation_examples: Int
                 let trainable_parameters: Int, adapter_modules: Int, threads: Int, base_dtype: String
                 let ranks: Int, global_batch: Int
+                /// Records --max-length cut, and records dropped with no trained token.
+                let truncated_records: Int, dropped_records: Int
                 /// The CPU, the ISA level and the GEMM library this run used.
                 let cpu: CPUReport
+                /// The validation loss before step 1, with the initial adapter and the base alone.
+                let initial_validation: InitialValidation?
             }
         }
         let run = Run(config: config, resolved: .init(
             total_steps: totalSteps, warmup_steps: schedule.warmupSteps, train_examples: data.train.count,
             validation_examples: data.val.count, trainable_parameters: adapters.parameterCount, adapter_modules: adapters.adapters.count,
             threads: BLAS.threads, base_dtype: model.weights.storageDType.torchName, ranks: comm.size, global_batch: globalBatch,
-            cpu: CPU.report))
+            truncated_records: data.truncatedRecords, dropped_records: data.droppedRecords, cpu: CPU.report,
+            initial_validation: initialValidation))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         enc.keyEncodingStrategy = .convertToSnakeCase

@@ -11,23 +11,23 @@ struct TrainingData {
     let padId: Int
     let packing: Bool
     let packer: RowPacker
+    /// Records of --data and --val-data that --max-length cut, and that were dropped with no
+    /// trained token (printed and written to run.json).
+    let truncatedRecords: Int
+    let droppedRecords: Int
 
     /// Reads and tokenizes the data; warnings (skipped records, truncations) go to `warn`.
     init(config: TrainConfig, tokenizer: (any Tokenizer)?, chat: PromptTemplate.Chat?, vocabSize: Int,
          warn: (String) -> Void) throws {
         let options = TokenizeOptions(maskPrompt: config.maskPrompt, maxLength: config.maxLength)
+        var truncated = 0, dropped = 0
+        // The one code path `finetune prepare` shares.
         func prepare(_ path: String) throws -> [TokenizedExample] {
-            let loaded = try loadExamples(from: URL(fileURLWithPath: path), strict: config.strict)
-            loaded.warnings.forEach(warn)
-            let prepared = try prepareExamples(loaded.examples, template: config.template, tokenizer: tokenizer, options: options,
-                                               strict: config.strict, chat: chat)
-            prepared.warnings.forEach(warn)
-            // Ids index embedding rows and logit columns: every one (pre-tokenized records'
-            // labels included) is checked against the model before the first step.
-            for (example, source) in zip(prepared.examples, prepared.sourceIndex) {
-                try checkTokenIds(example, vocabSize: vocabSize, at: loaded.examples[source].location)
-            }
-            return prepared.examples
+            let file = try PreparedFile(path: path, template: config.template, tokenizer: tokenizer, chat: chat, options: options,
+                                        strict: config.strict, vocabSize: vocabSize, warn: warn)
+            truncated += file.prepared.truncated
+            dropped += file.prepared.droppedNoTarget
+            return file.examples
         }
         var trainSet = try prepare(config.data)
         var valSet: [TokenizedExample] = try config.valData.map(prepare) ?? []
@@ -54,6 +54,8 @@ struct TrainingData {
         }
         train = trainSet
         val = valSet
+        truncatedRecords = truncated
+        droppedRecords = dropped
         padId = paddingId(for: tokenizer)
         packing = config.packing
         packer = try RowPacker(lengths: trainSet.map(\.inputIds.count), packLength: config.packing ? config.maxLength : nil)
