@@ -1,6 +1,7 @@
 import Adapters
 import ArgumentParser
 import Foundation
+import Hub
 import LLMCore
 import Tokenize
 import Training
@@ -108,7 +109,7 @@ struct RuntimeOptions: ParsableArguments {
 }
 
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model directory, a llama.cpp .gguf file, or a bare config.json (random weights).")
+    @Option(help: ArgumentHelp(modelHelp))
     var model: String
 
     @OptionGroup var runtime: RuntimeOptions
@@ -123,6 +124,71 @@ struct ModelOptions: ParsableArguments {
 
     /// The model directory's tokenizer, if it has one.
     func tokenizer() throws -> (any Tokenizer)? { try path.tokenizer() }
+}
+
+let modelHelp = """
+    A Hugging Face model directory, a llama.cpp .gguf file, a bare config.json (random weights), or a model on the \
+    Hugging Face Hub: ORG/NAME[@REVISION] or ORG/NAME:FILE.gguf (or :Q4_K_M), taken from the HF cache or downloaded \
+    (HF_ENDPOINT, HF_TOKEN, HF_HUB_CACHE/HF_HOME; --offline or HF_HUB_OFFLINE=1: the cache only). A path that exists wins.
+    """
+
+// MARK: - Models by name
+
+/// `--model ORG/NAME[@REVISION][:FILE]` in every command: resolved here, once, before the
+/// command runs, by replacing the name in the arguments with the local path (a snapshot
+/// directory of the Hugging Face cache, or the GGUF file in it), so every command — and a
+/// `--config` file's `model:` — takes names without knowing of them.
+///
+/// Ambiguity: a value that exists as a path (file or directory, relative to the working
+/// directory) is that path; otherwise a value of the form ORG/NAME[@REV][:FILE] (one `/`,
+/// the Hub's name characters) is a Hub name; anything else is left as a path (and reported
+/// missing by the command as before). `./ORG/NAME` always means a path.
+enum ModelNames {
+    /// Removes the global `--offline` flag (accepted after any command, like `--config`).
+    static func extractOffline(_ args: [String]) -> (args: [String], offline: Bool) {
+        let end = args.firstIndex(of: "--") ?? args.count
+        let kept = args[..<end].filter { $0 != "--offline" }
+        return (Array(kept + args[end...]), kept.count != end)
+    }
+
+    /// The `--model` values of `args` (`--model X` or `--model=X`, before any `--`) as indices
+    /// into `args` with the value.
+    static func modelValues(_ args: [String]) -> [(index: Int, value: String, joined: Bool)] {
+        var out: [(index: Int, value: String, joined: Bool)] = []
+        var i = 0
+        while i < args.count, args[i] != "--" {
+            if args[i] == "--model", i + 1 < args.count { out.append((i + 1, args[i + 1], false)); i += 2; continue }
+            if args[i].hasPrefix("--model=") { out.append((i, String(args[i].dropFirst("--model=".count)), true)) }
+            i += 1
+        }
+        return out
+    }
+
+    /// The Hub name `value` stands for, or nil when it is a path.
+    static func hubName(_ value: String) -> HubModelName? {
+        FileManager.default.fileExists(atPath: value) ? nil : HubModelName(parsing: value)
+    }
+
+    /// `args` with every `--model` Hub name replaced by its local path (downloaded unless
+    /// cached; offline: the cache only). A failed transfer exits 1 (the run failed); every
+    /// other error — unknown repository or revision, refused token, corrupted file, offline
+    /// miss — is bad input (exit 2) naming the repository and file.
+    static func resolve(_ args: [String], offline: Bool, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [String] {
+        var args = args
+        let values = modelValues(args).compactMap { v in hubName(v.value).map { (v, $0) } }
+        guard !values.isEmpty else { return args }
+        let hub = Hub(settings: HubSettings(environment: environment, offline: offline), progress: ProgressLine.stderr())
+        for (v, name) in values {
+            let url: URL
+            do { url = try hub.resolveBlocking(name) } catch let e as HubError where !e.isBadInput {
+                note("error: " + errorMessage(e))
+                throw ExitCode(1)
+            }
+            note("--model \(name): \(url.path)")
+            args[v.index] = v.joined ? "--model=" + url.path : url.path
+        }
+        return args
+    }
 }
 
 /// A `--model` argument and what is read from it (for commands where `--model` is optional,
