@@ -66,9 +66,13 @@ final class InferenceWorkspace {
 public struct CachedSequence {
     public var tokens: [Int32]
     public var cache: KVCache
-    public init(tokens: [Int], cache: KVCache) {
+    /// The adapters this sequence's rows apply (a server batches requests for different
+    /// adapters into one forward); nil: the model's `adapters`.
+    public var adapters: AdapterProvider?
+    public init(tokens: [Int], cache: KVCache, adapters: AdapterProvider? = nil) {
         self.tokens = tokens.map { Int32(truncatingIfNeeded: $0) }
         self.cache = cache
+        self.adapters = adapters
     }
 }
 
@@ -93,6 +97,16 @@ extension TransformerModel {
         }
         try validate(tokens: tokens)
         beginPass()
+        // Per-row adapters: each sequence applies its own on its rows, after the shared base
+        // product (nothing folds into the shared weight: the rows' adapters differ).
+        if seqs.contains(where: { $0.adapters != nil }) {
+            var r0 = 0
+            rowAdapters = seqs.map { s in
+                defer { r0 += s.tokens.count }
+                return (r0..<(r0 + s.tokens.count), s.adapters ?? adapters)
+            }
+        }
+        defer { rowAdapters = nil }
         let ws = workspace
         ws.reserve(rows: rows, config: c, maxContext: maxContext)
         let x = ws.x.pointer, h = ws.h.pointer
@@ -142,6 +156,20 @@ extension TransformerModel {
         logits.withUnsafeMutableBufferPointer { lmHead(h, rows: m, logits: $0.baseAddress!) }
         try checkFiniteLogits([logits])
         return (0..<m).map { Array(logits[($0 * V)..<(($0 + 1) * V)]) }
+    }
+}
+
+extension TransformerModel {
+    /// `linear`'s per-row adapters: each sequence's adapter on its own (contiguous) rows of
+    /// `y[rows, out]`, which holds the shared `x·Wᵀ` without the bias, as a model-wide adapter sees it.
+    func applyRowAdapters(_ segments: [(rows: Range<Int>, provider: AdapterProvider?)], layer l: Int, _ pw: ProjectionWeights,
+                          x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        for s in segments where !s.rows.isEmpty {
+            guard let delta = s.provider?.delta(layer: l, projection: pw.projection) else { continue }
+            delta.bind(base: pw.view)
+            delta.forward(x: x + s.rows.lowerBound * pw.inFeatures, rows: s.rows.count,
+                          y: y + s.rows.lowerBound * pw.outFeatures, training: false)
+        }
     }
 }
 
