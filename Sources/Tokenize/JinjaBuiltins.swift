@@ -459,7 +459,9 @@ enum JinjaFilters {
             switch v {
             case let .string(s):
                 let t = PythonFormat.trimmed(s)
-                if name == "int", let i = Int(t.replacingOccurrences(of: "_", with: ""), radix: a.get(1, "base")?.integer ?? 10) { return .int(i) }
+                // A base Python's int() refuses (not 2...36) falls through to int(float(s)), as in jinja2.
+                let base = a.get(1, "base")?.integer ?? 10
+                if name == "int", (2...36).contains(base), let i = Int(t.replacingOccurrences(of: "_", with: ""), radix: base) { return .int(i) }
                 number = Double(t)
             default: number = v.number
             }

@@ -138,6 +138,16 @@ struct ChatTemplateLimitTests {
         #expect(try ChatTemplate(source: "{{ 'ab' * 1000 }}").render(context: [:]).count == 2000)
     }
 
+    // MARK: Found by fuzzing (docs/RELIABILITY.md)
+
+    /// fuzz-jinja: `int` with a base outside 2...36 (here `true`, i.e. 1) trapped in Swift's
+    /// `Int(_:radix:)`. Python's int() refuses such a base and jinja2 falls back to
+    /// int(float(value)), then to the default (results checked against jinja2 3.1.6).
+    @Test func intFilterWithABaseOutOfRangeFallsBackLikeJinja2() throws {
+        let t = try ChatTemplate(source: "{{ 'a\\nb' | int(2, true) }}|{{ '12' | int(0, 1) }}|{{ '7' | int(5, 99) }}|{{ 'ff' | int(0, 16) }}")
+        #expect(try t.render(context: [:]) == "2|12|7|255")
+    }
+
     // MARK: Real templates stay far below the limits
 
     /// Every golden conversation of every real template (Qwen2.5, Qwen3, Llama 3.1/3.2, SmolLM2,

@@ -58,6 +58,21 @@ import TestSupport
         }
     }
 
+    /// Found by fuzz-yaml-config (docs/RELIABILITY.md): a key that is a list, a mapping or an
+    /// alias crashed Yams' constructor (a nil unwrap); it is refused naming the line.
+    @Test func nonScalarKeysAreRefusedNotCrashed() throws {
+        let cases = [
+            (#"{"model": "m", ["q_proj", "v_proj"], !seed&: null}"#, "a key (line 1) is a list"),
+            ("lr: 1\n[a, b]: 2\n", "a key (line 2) is a list"),
+            ("lr: 1\nnested:\n  ? {x: 1}\n  : 2\n", "a key (line 3) is a mapping"),
+        ]
+        for (text, message) in cases {
+            #expect { try ConfigFile.arguments(fromText: text, path: "k.yaml") } throws: { e in
+                "\(e)" == "--config k.yaml: \(message); expected flag names (plain scalars) as keys"
+            }
+        }
+    }
+
     /// The repository's run configurations expand as before.
     @Test func repositoryConfigsExpand() throws {
         let configs = TestPaths.repoRoot.appendingPathComponent("configs")

@@ -225,6 +225,30 @@ import TestSupport
         }
     }
 
+    /// A checkpoint write that fails part-way for lack of space (`enospc-in-checkpoint:6`: half
+    /// the optimizer file written, then ENOSPC as FileHandle reports it) stops the run with exit
+    /// 1 naming the intact previous checkpoint; the torn one is removed, and --resume from the
+    /// previous one ends where the straight run ends.
+    @Test func checkpointWriteFailingForLackOfSpaceKeepsThePreviousCheckpoint() throws {
+        guard let exe = finetuneExecutable() else { Issue.record("finetune executable not built"); return }
+        let f = FixtureModel.llamaTiny
+        let data = try f.batchJSONL()
+        let straight = try temporaryDirectory("straight3"), full = try temporaryDirectory("enospc")
+        defer { try? FileManager.default.removeItem(at: straight); try? FileManager.default.removeItem(at: full) }
+        #expect(try runProcess(exe, Self.cliArgs(f, data: data, output: straight, steps: 9)).status == 0)
+        let failed = try runProcess(exe, Self.cliArgs(f, data: data, output: full, steps: 9), environment: ["FINETUNE_FAULT": "enospc-in-checkpoint:6"])
+        let ckdir = full.appendingPathComponent("checkpoints")
+        #expect(failed.status == 1, "\(failed.err)")
+        #expect(failed.err.contains("cannot write checkpoint step-6 in \(ckdir.path): no space left on device; the previous checkpoint "
+            + "\(ckdir.appendingPathComponent("step-3").path) is intact; free space and continue with --resume \(full.path)"), "\(failed.err)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: ckdir.path) == ["step-3"], "no torn checkpoint or temporary is left")
+        #expect(try Self.metrics(full).compactMap { $0["step"]?.int }.max() == 6)
+        let resumed = try runProcess(exe, Self.cliArgs(f, data: data, output: full, steps: 9) + ["--resume", full.path])
+        #expect(resumed.status == 0 && resumed.err.contains("step-3"), "\(resumed.err)")
+        let a = try Self.metrics(straight).compactMap { $0["loss"]?.double }, b = try Self.metrics(full).compactMap { $0["loss"]?.double }
+        #expect(a.count == 9 && a == b, "straight \(a) vs resumed \(b)")
+    }
+
     @Test func divergenceStopsWithExitOneNamingTheStep() throws {
         guard let exe = finetuneExecutable() else { Issue.record("finetune executable not built"); return }
         let f = FixtureModel.llamaTiny

@@ -91,6 +91,17 @@ public enum ConfigFile {
                     + "(*name) are expanded; a run configuration is a small mapping of flag names to scalars or lists of scalars")
             }
         }
+        // Yams' constructor traps on a key that is not a scalar (`[a, b]: 1`, `{x: 1}: 2`, `*alias: 3`).
+        if let key = nonScalarKey(in: root) {
+            let line = key.mark.map { " (line \($0.line))" } ?? ""
+            let what: String
+            switch key {
+            case .sequence: what = "a list"
+            case .mapping: what = "a mapping"
+            default: what = "a YAML alias"
+            }
+            throw Error.invalid(path, "a key\(line) is \(what); expected flag names (plain scalars) as keys")
+        }
         guard let map = Constructor.default.any(from: root) as? [String: Any] else {
             throw Error.invalid(path, "expected a mapping of flag names to values")
         }
@@ -115,6 +126,23 @@ public enum ConfigFile {
             }
         }
         return out
+    }
+
+    /// The first mapping key in `node` that is not a scalar. Called once `countNodes` has bounded
+    /// the document, so the walk is bounded too.
+    static func nonScalarKey(in node: Node) -> Node? {
+        switch node {
+        case .scalar, .alias:
+            return nil
+        case let .sequence(s):
+            return s.lazy.compactMap { nonScalarKey(in: $0) }.first
+        case let .mapping(m):
+            for (k, v) in m {
+                guard case .scalar = k else { return k }
+                if let bad = nonScalarKey(in: v) { return bad }
+            }
+            return nil
+        }
     }
 
     /// Counts `node` and everything under it against `budget`; false once it is spent. Stops

@@ -175,24 +175,34 @@ extension Trainer {
         try fm.createDirectory(at: root, withIntermediateDirectories: true)
         let tmp = root.appendingPathComponent(".step-\(step).tmp-\(getpid())")
         try? fm.removeItem(at: tmp)
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        try saveAdapter(to: tmp.appendingPathComponent("adapter"))
-        let (m, v) = optimizer.moments
-        var entries: [SafetensorsEntry] = []
-        for (i, p) in adapters.parameters.enumerated() {
-            entries.append(SafetensorsEntry(name: "m.\(i)", shape: p.shape, floats: m[i]))
-            entries.append(SafetensorsEntry(name: "v.\(i)", shape: p.shape, floats: v[i]))
+        do {
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+            try saveAdapter(to: tmp.appendingPathComponent("adapter"))
+            let (m, v) = optimizer.moments
+            var entries: [SafetensorsEntry] = []
+            for (i, p) in adapters.parameters.enumerated() {
+                entries.append(SafetensorsEntry(name: "m.\(i)", shape: p.shape, floats: m[i]))
+                entries.append(SafetensorsEntry(name: "v.\(i)", shape: p.shape, floats: v[i]))
+            }
+            try InjectedFault.write(SafetensorsWriter.serialize(entries), to: tmp.appendingPathComponent("optimizer.safetensors"),
+                                    fault: fault, step: step, rank: comm.rank)
+            fault?.fire(.inCheckpoint, step: step, rank: comm.rank)
+            let state = TrainerState(step: step, position: stream.position, optimizer_step: optimizer.step, total_steps: totalSteps,
+                                     seed: config.seed, best_val_loss: bestVal?.loss, best_step: bestVal?.step, bad_evals: badEvals,
+                                     rng: "data order = f(seed, epoch); dropout masks = f(seed, step, global micro-batch index)",
+                                     global_batch: globalBatch, ranks: comm.size, train_examples: trainCount)
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
+            try AtomicFile.write("step \(step)\n", to: tmp.appendingPathComponent(Checkpoints.marker))
+        } catch {
+            // A write failed part-way (a full disk, a quota): the half-built checkpoint goes, the
+            // complete ones stay, and the run stops saying which one to resume from.
+            try? fm.removeItem(at: tmp)
+            let previous = Checkpoints.list(outputDir).last.map { "the previous checkpoint \($0.url.path) is intact; free space and continue with --resume \(outputDir.path)" }
+                ?? "no earlier checkpoint exists"
+            throw TrainingError.system("cannot write checkpoint step-\(step) in \(root.path): \(ErrorText.describe(error)); \(previous)")
         }
-        try SafetensorsWriter.write(entries, to: tmp.appendingPathComponent("optimizer.safetensors"))
-        fault?.fire(.inCheckpoint, step: step, rank: comm.rank)
-        let state = TrainerState(step: step, position: stream.position, optimizer_step: optimizer.step, total_steps: totalSteps,
-                                 seed: config.seed, best_val_loss: bestVal?.loss, best_step: bestVal?.step, bad_evals: badEvals,
-                                 rng: "data order = f(seed, epoch); dropout masks = f(seed, step, global micro-batch index)",
-                                 global_batch: globalBatch, ranks: comm.size, train_examples: trainCount)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(try enc.encode(state), to: tmp.appendingPathComponent("trainer_state.json"))
-        try AtomicFile.write("step \(step)\n", to: tmp.appendingPathComponent(Checkpoints.marker))
         if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
         guard rename(tmp.path, final.path) == 0 else {
             throw TrainingError.system("checkpoint: cannot move \(tmp.path) to \(final.path): \(String(cString: strerror(errno)))")

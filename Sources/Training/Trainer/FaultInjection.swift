@@ -1,4 +1,5 @@
 import Foundation
+import LLMCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,10 +7,13 @@ import Glibc
 // MARK: - Injected faults
 
 /// Fault injection for the crash-safety tests: `FINETUNE_FAULT=sigkill-at-step:N` (after the
-/// step's backward) or `sigkill-in-checkpoint:N` (halfway through writing checkpoint N),
-/// optionally `@R` to fire on rank R only (default: every rank).
+/// step's backward), `sigkill-in-checkpoint:N` (halfway through writing checkpoint N) or
+/// `enospc-in-checkpoint:N` (checkpoint N's optimizer file fails half-way with "no space left
+/// on device", as on a full disk), optionally `@R` to fire on rank R only (default: every rank).
 struct InjectedFault {
-    enum Kind: String { case atStep = "sigkill-at-step", inCheckpoint = "sigkill-in-checkpoint" }
+    enum Kind: String {
+        case atStep = "sigkill-at-step", inCheckpoint = "sigkill-in-checkpoint", enospcInCheckpoint = "enospc-in-checkpoint"
+    }
     let kind: String
     let step: Int
     let rank: Int?
@@ -23,10 +27,24 @@ struct InjectedFault {
         return InjectedFault(kind: String(f[..<colon]), step: n, rank: rank)
     }
 
+    func matches(_ kind: Kind, step: Int, rank: Int) -> Bool {
+        self.kind == kind.rawValue && self.step == step && (self.rank == nil || self.rank == rank)
+    }
+
     /// Kills this process with SIGKILL when the fault is `kind` at `step` on `rank`.
     func fire(_ kind: Kind, step: Int, rank: Int) {
-        guard self.kind == kind.rawValue, self.step == step, self.rank == nil || self.rank == rank else { return }
-        kill(getpid(), SIGKILL)
+        if matches(kind, step: step, rank: rank) { kill(getpid(), SIGKILL) }
+    }
+
+    /// Writes `data` to `url` atomically (`AtomicFile`), except under `enospc-in-checkpoint` at
+    /// `step`: half of the bytes reach the temporary file, then the write fails with the error
+    /// a full disk gives (`FileHandle` reports ENOSPC as `CocoaError.fileWriteOutOfSpace`, no path).
+    static func write(_ data: Data, to url: URL, fault: InjectedFault?, step: Int, rank: Int) throws {
+        guard let fault, fault.matches(.enospcInCheckpoint, step: step, rank: rank) else { return try AtomicFile.write(data, to: url) }
+        try AtomicFile.stream(to: url) { handle in
+            try handle.write(contentsOf: data.prefix(data.count / 2))
+            throw CocoaError(.fileWriteOutOfSpace, userInfo: [NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(ENOSPC))])
+        }
     }
 }
 
