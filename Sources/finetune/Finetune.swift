@@ -8,13 +8,13 @@ struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "finetune",
         abstract: "Fine-tune Llama/Qwen models with LoRA or NdLinear-LoRA adapters on the CPU.",
-        subcommands: [TrainCommand.self, GenerateCommand.self, LogitsCommand.self, InspectCommand.self, BenchCommand.self, TokenizeCommand.self, EvalCommand.self, ExportCommand.self, MergeCommand.self, ReportCommand.self]
+        subcommands: [TrainCommand.self, GenerateCommand.self, LogitsCommand.self, InspectCommand.self, BenchCommand.self, TokenizeCommand.self, EvalCommand.self, ExportCommand.self, MergeCommand.self, ReportCommand.self, PrepareCommand.self, ServeCommand.self, ChatCommand.self]
     )
 
     /// Expands `--config FILE` into flags before parsing (flags on the command line win).
     static func main() {
         do {
-            let args = try ConfigFile.expand(Array(CommandLine.arguments.dropFirst()))
+            let (args, offline) = ModelNames.extractOffline(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
             var command = try parseAsRoot(args)
             // Only `train` is data-parallel; N copies of any other command would each redo
             // the whole job and race on its output files.
@@ -28,6 +28,9 @@ struct Finetune: ParsableCommand {
                 note("error: " + errorMessage(error))
                 Finetune.exit(withError: ExitCode(2))
             }
+            // `--model ORG/NAME` → the cached (or downloaded) snapshot, once the flags are known good.
+            let resolved = try ModelNames.resolve(args, offline: offline)
+            if resolved != args { command = try parseAsRoot(resolved) }
             try command.run()
         } catch {
             fail(error)
