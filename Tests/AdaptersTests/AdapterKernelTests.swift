@@ -200,30 +200,40 @@ import TestSupport
         for kind in AdapterKind.allCases where kind != .dora {
             let set = try AdapterSet.create(spec: AdapterSpec(kind: kind, rank: 2, alpha: kind == .lora ? 4 : 0.5), config: w.config, seed: 9)
             for a in set.adapters { if let l = a as? LoRAAdapter { for i in 0..<l.b.count { l.b.value[i] = Float((i * 7) % 11) * 0.02 - 0.1 } } }
-            let model = TransformerModel(weights: w, adapters: set)
-            let (input, targets) = FixtureBatch.packedPadded
-            let acts = Activations(config: w.config, batch: input.batch, seqLen: input.seqLen)
-            func loss() throws -> Double {
-                try model.forward(input, acts: acts, training: false)
-                return model.loss(acts: acts, targets: targets).sum
-            }
-            try model.forward(input, acts: acts, training: true)
-            _ = model.lossAndGradient(acts: acts, targets: targets, normalizer: 1)
-            set.zeroGradients()
-            model.backward(input, acts: acts)
-            // Probe a few coordinates of a few parameters (full FD over the model is slow in debug).
-            for a in [set.adapters[0], set.adapters[5], set.adapters.last!] {
-                for p in a.parameters {
-                    for i in [0, p.count / 2, p.count - 1] {
-                        let v = p.value[i], h: Float = 1e-2
-                        p.value[i] = v + h; let lp = try loss()
-                        p.value[i] = v - h; let lm = try loss()
-                        p.value[i] = v
-                        let fd = Float((lp - lm) / Double(2 * h))
-                        let g = p.grad[i]
-                        #expect(abs(g - fd) <= 5e-3 * max(abs(fd), 1e-1), "\(f) \(kind) \(a.weightName) \(p.role)[\(i)]: \(g) vs \(fd)")
-                    }
-                }
+            try checkWholeModelGradients(w, set, probe: [set.adapters[0], set.adapters[5], set.adapters.last!], label: "\(f) \(kind)")
+        }
+    }
+}
+
+/// The whole model's adapter gradients on the fixture batch (one forward and backward) against
+/// central finite differences of the batch loss, at three coordinates of every parameter of the
+/// `probe` adapters (a few: full differences over the model are slow in debug). `holdFixed` runs
+/// between the two, and `release` after (DoRA holds its weight norm constant there, as its
+/// gradient does).
+func checkWholeModelGradients(_ w: ModelWeights, _ set: AdapterSet, probe: [any LinearAdapter], label: String,
+                              holdFixed: () -> Void = {}, release: () -> Void = {}) throws {
+    let model = TransformerModel(weights: w, adapters: set)
+    let (input, targets) = FixtureBatch.packedPadded
+    let acts = Activations(config: w.config, batch: input.batch, seqLen: input.seqLen)
+    func loss() throws -> Double {
+        try model.forward(input, acts: acts, training: false)
+        return model.loss(acts: acts, targets: targets).sum
+    }
+    try model.forward(input, acts: acts, training: true)
+    _ = model.lossAndGradient(acts: acts, targets: targets, normalizer: 1)
+    set.zeroGradients()
+    model.backward(input, acts: acts)
+    holdFixed()
+    defer { release() }
+    for a in probe {
+        for p in a.parameters {
+            for i in [0, p.count / 2, p.count - 1] {
+                let v = p.value[i], h: Float = 1e-2
+                p.value[i] = v + h; let lp = try loss()
+                p.value[i] = v - h; let lm = try loss()
+                p.value[i] = v
+                let fd = Float((lp - lm) / Double(2 * h))
+                #expect(abs(p.grad[i] - fd) <= 5e-3 * max(abs(fd), 1e-1), "\(label) \(a.weightName) \(p.role)[\(i)]: \(p.grad[i]) vs \(fd)")
             }
         }
     }

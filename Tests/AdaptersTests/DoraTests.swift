@@ -245,31 +245,9 @@ import TestSupport
     func wholeModelGradient(_ f: FixtureModel) throws {
         let w = try f.load()
         let set = try AdapterIO.load(f.directory.appendingPathComponent("dora"), config: w.config)
-        let model = TransformerModel(weights: w, adapters: set)
-        let (input, targets) = FixtureBatch.packedPadded
-        let acts = Activations(config: w.config, batch: input.batch, seqLen: input.seqLen)
-        func loss() throws -> Double {
-            try model.forward(input, acts: acts, training: false)
-            return model.loss(acts: acts, targets: targets).sum
-        }
-        try model.forward(input, acts: acts, training: true)
-        _ = model.lossAndGradient(acts: acts, targets: targets, normalizer: 1)
-        set.zeroGradients()
-        model.backward(input, acts: acts)
         let doras = set.adapters.compactMap { $0 as? DoRAAdapter }
-        for d in doras { d.holdsNorm = true }
-        defer { for d in doras { d.holdsNorm = false } }
-        for a in [doras[0], doras[5], doras.last!] {
-            for p in a.parameters {
-                for i in [0, p.count / 2, p.count - 1] {
-                    let v = p.value[i], h: Float = 1e-2
-                    p.value[i] = v + h; let lp = try loss()
-                    p.value[i] = v - h; let lm = try loss()
-                    p.value[i] = v
-                    let fd = Float((lp - lm) / Double(2 * h))
-                    #expect(abs(p.grad[i] - fd) <= 5e-3 * max(abs(fd), 1e-1), "\(f) \(a.weightName) \(p.role)[\(i)]: \(p.grad[i]) vs \(fd)")
-                }
-            }
-        }
+        try checkWholeModelGradients(w, set, probe: [doras[0], doras[5], doras.last!], label: "\(f)",
+                                     holdFixed: { for d in doras { d.holdsNorm = true } },
+                                     release: { for d in doras { d.holdsNorm = false } })
     }
 }
