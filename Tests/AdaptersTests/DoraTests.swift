@@ -27,26 +27,7 @@ import TestSupport
     func logitsLossAndEveryGradient(_ f: FixtureModel, _ checkpointing: Bool) throws {
         let (model, set, e, batch, acts) = try Self.setUp(f, checkpointing: checkpointing)
         #expect(set.kind == .dora)
-        try model.forward(batch.input, acts: acts, training: true)
-        let V = model.config.vocabSize
-        let logitDiff = maxAbsDiff(acts.logits.array, try e.tensor("logits").floats()) { batch.mask[$0 / V] == 1 }
-        #expect(logitDiff <= 1e-4, "\(f): logits off by \(logitDiff)")
-        let count = batch.targets.filter { $0 >= 0 }.count
-        let sum = model.lossAndGradient(acts: acts, targets: batch.targets, normalizer: count)
-        #expect(abs(Float(sum / Double(count)) - (try e.tensor("loss").floats()[0])) <= 1e-5)
-        set.zeroGradients()
-        model.backward(batch.input, acts: acts)
-        var checked = Set<String>()
-        for a in set.adapters {
-            for p in a.parameters {
-                let expected = try e.tensor("grad." + Self.peftKey(a, p))
-                #expect(expected.shape == p.shape)
-                let bound = 1e-4 * maxAbs(expected.floats()) + 1e-7
-                let diff = maxAbsDiff(p.grad.array, expected.floats())
-                #expect(diff <= bound, "\(f) \(expected.name): |Δ| \(diff) > \(bound)")
-                checked.insert(expected.name)
-            }
-        }
+        let checked = try checkLogitsLossAndGradients(model, set, e, batch, acts, label: "\(f)") { try e.tensor("grad." + Self.peftKey($0, $1)) }
         // Every gradient tensor of the fixture was compared, magnitudes included.
         #expect(checked == Set(e.names.filter { $0.hasPrefix("grad.") }))
         #expect(checked.count == 3 * 7 * model.config.numLayers)

@@ -39,29 +39,10 @@ import TestSupport
     func logitsLossAndEveryGradient(_ c: (FixtureModel, Kind), _ fold: Bool) throws {
         let (f, k) = c
         let (model, set, e, batch, acts) = try setUp(f, k, fold: fold)
-        try model.forward(batch.input, acts: acts, training: true)
-        let V = model.config.vocabSize
-        let logitDiff = maxAbsDiff(acts.logits.array, try e.tensor("logits").floats()) { batch.mask[$0 / V] == 1 }
-        #expect(logitDiff <= 1e-4, "\(f) \(k): logits off by \(logitDiff)")
-        let count = batch.targets.filter { $0 >= 0 }.count
-        let sum = model.lossAndGradient(acts: acts, targets: batch.targets, normalizer: count)
-        #expect(abs(Float(sum / Double(count)) - (try e.tensor("loss").floats()[0])) <= 1e-5)
-        set.zeroGradients()
-        model.backward(batch.input, acts: acts)
-        var checked = 0
-        for a in set.adapters {
-            for p in a.parameters {
-                let expected = try e.tensor(Self.gradKey(a, p))
-                #expect(expected.shape == p.shape)
-                let bound = 1e-4 * maxAbs(expected.floats()) + 1e-7
-                let diff = maxAbsDiff(p.grad.array, expected.floats())
-                #expect(diff <= bound, "\(f) \(k) \(expected.name): |Δ| \(diff) > \(bound)")
-                checked += 1
-            }
-        }
+        let checked = try checkLogitsLossAndGradients(model, set, e, batch, acts, label: "\(f) \(k)") { try e.tensor(Self.gradKey($0, $1)) }
         // Every gradient tensor of the fixture was compared.
-        #expect(checked == e.names.filter { $0.hasPrefix("grad.") }.count)
-        #expect(checked == 2 * 7 * model.config.numLayers)
+        #expect(checked == Set(e.names.filter { $0.hasPrefix("grad.") }))
+        #expect(checked.count == 2 * 7 * model.config.numLayers)
     }
 
     @Test(arguments: cases, [true, false])
@@ -144,4 +125,34 @@ import TestSupport
         let V = weights.config.vocabSize
         #expect(maxAbsDiff(viaLoKr, expected) { batch.mask[$0 / V] == 1 } <= 1e-4)
     }
+}
+
+/// One training forward and backward on the fixture batch against a golden file: logits
+/// (≤ 1e-4, real positions), mean loss (≤ 1e-5), and every adapter parameter's gradient
+/// (≤ 1e-4·max + 1e-7) against `expected(adapter, parameter)`. Returns the names of the golden
+/// tensors compared, for the caller to check that none was left out.
+func checkLogitsLossAndGradients(_ model: TransformerModel, _ set: AdapterSet, _ e: SafetensorsFile, _ batch: FixtureBatch,
+                                 _ acts: Activations, label: String,
+                                 expected: (any LinearAdapter, AdapterParameter) throws -> TensorView) throws -> Set<String> {
+    try model.forward(batch.input, acts: acts, training: true)
+    let V = model.config.vocabSize
+    let logitDiff = maxAbsDiff(acts.logits.array, try e.tensor("logits").floats()) { batch.mask[$0 / V] == 1 }
+    #expect(logitDiff <= 1e-4, "\(label): logits off by \(logitDiff)")
+    let count = batch.targets.filter { $0 >= 0 }.count
+    let sum = model.lossAndGradient(acts: acts, targets: batch.targets, normalizer: count)
+    #expect(abs(Float(sum / Double(count)) - (try e.tensor("loss").floats()[0])) <= 1e-5)
+    set.zeroGradients()
+    model.backward(batch.input, acts: acts)
+    var checked = Set<String>()
+    for a in set.adapters {
+        for p in a.parameters {
+            let want = try expected(a, p)
+            #expect(want.shape == p.shape)
+            let bound = 1e-4 * maxAbs(want.floats()) + 1e-7
+            let diff = maxAbsDiff(p.grad.array, want.floats())
+            #expect(diff <= bound, "\(label) \(want.name): |Δ| \(diff) > \(bound)")
+            checked.insert(want.name)
+        }
+    }
+    return checked
 }
