@@ -14,6 +14,9 @@ public struct HubSettings: Sendable {
     public var cache: URL
     /// `HF_HUB_OFFLINE=1` (or `--offline`): never touch the network.
     public var offline: Bool
+    /// Seconds a transfer may go without a byte before it is retried (60; tests whose process
+    /// can leave the download's task unscheduled for minutes set more).
+    public var readTimeoutSeconds: Int64 = 60
 
     public init(endpoint: String, token: String?, cache: URL, offline: Bool) {
         self.endpoint = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint

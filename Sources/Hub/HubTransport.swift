@@ -44,7 +44,7 @@ final class HubTransport {
         var config = HTTPClient.Configuration()
         config.redirectConfiguration = .disallow
         // A refused connection is retried until the connect timeout: a Hub that is down fails in 10 s.
-        config.timeout = .init(connect: .seconds(10), read: .seconds(60))
+        config.timeout = .init(connect: .seconds(10), read: .seconds(settings.readTimeoutSeconds))
         client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
         endpointHost = URLComponents(string: settings.endpoint).map { "\($0.host ?? ""):\($0.port ?? -1)" }
     }

@@ -26,7 +26,12 @@ import TestSupport
         let files: [String: Data]
         let commit: String
         func hub(token: String? = nil, offline: Bool = false) -> Hub {
-            Hub(settings: HubSettings(endpoint: server.hubURL, token: token, cache: cache, offline: offline))
+            var settings = HubSettings(endpoint: server.hubURL, token: token, cache: cache, offline: offline)
+            // In a whole `swift test` on 2 cores this process's async tasks can wait minutes for a
+            // cooperative thread (other suites block theirs on child processes and long
+            // computations); a 60 s idle read would then be retried and the request counts differ.
+            settings.readTimeoutSeconds = 900
+            return Hub(settings: settings)
         }
         func folder(_ repo: String = "test/tiny") -> URL { cache.appendingPathComponent("models--" + repo.replacingOccurrences(of: "/", with: "--")) }
     }

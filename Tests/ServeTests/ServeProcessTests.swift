@@ -63,7 +63,7 @@ struct ServeProcessTests {
         var r = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/completions")
         r.method = .POST
         r.body = .bytes(ByteBuffer(string: completionBody(model: model, prompt: prompt, maxTokens: maxTokens, stream: true).serialized(pretty: false)))
-        let resp = try await HTTPClient.shared.execute(r, timeout: .seconds(600))
+        let resp = try await testHTTPClient.execute(r, timeout: .seconds(600))
         #expect(resp.status.code == 200)
         var body = "", signalled = false
         for try await part in resp.body {

@@ -10,6 +10,13 @@ import TestSupport
 import Tokenize
 @testable import Serve
 
+/// The tests' HTTP client. `HTTPClient.shared` gives up on a read after 90 s of silence, and in a
+/// whole `swift test` on 2 cores this process's async tasks can wait minutes for a cooperative
+/// thread (other suites block theirs on child processes), so a streamed reply would time out
+/// although the server sent it.
+let testHTTPClient = HTTPClient(eventLoopGroupProvider: .singleton,
+                                configuration: HTTPClient.Configuration(timeout: .init(connect: .seconds(30), read: .seconds(600))))
+
 // MARK: - Harness
 
 extension JSONValue {
@@ -37,7 +44,7 @@ struct ServeClient: Sendable {
         r.method = method
         if let body { r.body = .bytes(ByteBuffer(string: body)); r.headers.add(name: "Content-Type", value: "application/json") }
         for (k, v) in headers { r.headers.add(name: k, value: v) }
-        let resp = try await HTTPClient.shared.execute(r, timeout: .seconds(600))
+        let resp = try await testHTTPClient.execute(r, timeout: .seconds(600))
         let bytes = try await resp.body.collect(upTo: 64 << 20)
         return Reply(status: Int(resp.status.code), body: String(buffer: bytes))
     }
